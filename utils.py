@@ -1,0 +1,381 @@
+"""Configuration: the flag parser, experiment names and the convenience lookups.
+
+Every flag of the original BigGAN-PyTorch is here with its name, dest and default, so users'
+launch scripts run unchanged; flags this project adds are marked "(new)" in their help text.
+The config flows as in the original: argparse -> vars() -> dict -> **config.
+
+    parser = utils.prepare_parser()
+    config = vars(parser.parse_args())
+"""
+import argparse
+import hashlib
+import os
+
+import torch.nn as nn
+
+# ---------------------------------------------------------------------------------------------
+# Flags
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_parser():
+  """The parser shared by train.py, sample.py and the tools (the original's 90 flags + new ones)."""
+  parser = argparse.ArgumentParser(description='BigGAN training, sampling and evaluation.')
+  add = parser.add_argument
+
+  # --- Data -----------------------------------------------------------------------------------
+  add('--dataset', type=str, default='I128_hdf5',
+      help='Which data to train on: I32, I64, I128, I256, I512 (ImageNet class folders under '
+           'data_root/ImageNet), the same with "_hdf5" (data_root/ILSVRC{res}.hdf5), C10, C100 '
+           '(CIFAR under data_root/cifar), the built-in offline dataset "Shapes", or a PATH to '
+           'an image folder with one subfolder per class or to an .hdf5 file made by make_hdf5.py '
+           '(default: %(default)s)')
+  add('--resolution', type=int, default=0,
+      help='(new) Image size for an image-folder PATH or the built-in dataset; 0 derives it from '
+           'the dataset (default: %(default)s)')
+  add('--augment', action='store_true', default=False,
+      help='Augment with random long-edge crops and horizontal flips (default: %(default)s)')
+  add('--num_workers', type=int, default=8,
+      help='Number of data loader worker processes (default: %(default)s)')
+  add('--no_pin_memory', action='store_false', dest='pin_memory', default=True,
+      help='Do not pin loaded batches in page-locked memory (default: pin)')
+  add('--shuffle', action='store_true', default=False,
+      help='Shuffle the data each epoch (default: %(default)s)')
+  add('--load_in_mem', action='store_true', default=False,
+      help='Load the whole HDF5 dataset into RAM (default: %(default)s)')
+  add('--use_multiepoch_sampler', action='store_true', default=False,
+      help='Use the multi-epoch sampler, which can restart mid-run at the exact data position '
+           '(default: %(default)s)')
+
+  # --- Model ----------------------------------------------------------------------------------
+  add('--model', type=str, default='BigGAN',
+      help='Name of the model module: BigGAN or BigGANdeep (default: %(default)s)')
+  add('--G_param', type=str, default='SN',
+      help='Parameterization of G\'s layers: SN (spectral norm) or anything else for plain '
+           'layers (default: %(default)s)')
+  add('--D_param', type=str, default='SN',
+      help='Parameterization of D\'s layers: SN (spectral norm) or anything else for plain '
+           'layers (default: %(default)s)')
+  add('--G_ch', type=int, default=64,
+      help='Channel multiplier of G (default: %(default)s)')
+  add('--D_ch', type=int, default=64,
+      help='Channel multiplier of D (default: %(default)s)')
+  add('--G_depth', type=int, default=1,
+      help='Residual blocks per stage in G (BigGANdeep) (default: %(default)s)')
+  add('--D_depth', type=int, default=1,
+      help='Residual blocks per stage in D (BigGANdeep) (default: %(default)s)')
+  add('--D_thin', action='store_false', dest='D_wide', default=True,
+      help='Use the SN-GAN "thin" D whose hidden width is the block input width (default: wide)')
+  add('--G_shared', action='store_true', default=False,
+      help='Use one shared class embedding in G, projected per BN layer (default: %(default)s)')
+  add('--shared_dim', type=int, default=0,
+      help='Size of the shared embedding; 0 uses dim_z (default: %(default)s)')
+  add('--dim_z', type=int, default=128,
+      help='Size of the noise vector z (default: %(default)s)')
+  add('--z_var', type=float, default=1.0,
+      help='Variance of z when sampling (default: %(default)s)')
+  add('--hier', action='store_true', default=False,
+      help='Hierarchical z: split z into one chunk per G stage (default: %(default)s)')
+  add('--cross_replica', action='store_true', default=False,
+      help='Batch-norm statistics over all processes in G (SyncBatchNorm semantics) '
+           '(default: %(default)s)')
+  add('--mybn', action='store_true', default=False,
+      help='Use the original\'s own BN with standing statistics in G (default: %(default)s)')
+  add('--G_nl', type=str, default='relu',
+      help='Activation in G: relu, inplace_relu or ir (default: %(default)s)')
+  add('--D_nl', type=str, default='relu',
+      help='Activation in D: relu, inplace_relu or ir (default: %(default)s)')
+  add('--G_attn', type=str, default='64',
+      help='Resolutions with self-attention in G, underscore-separated; 0 for none '
+           '(default: %(default)s)')
+  add('--D_attn', type=str, default='64',
+      help='Resolutions with self-attention in D, underscore-separated; 0 for none '
+           '(default: %(default)s)')
+  add('--norm_style', type=str, default='bn',
+      help='Normalization in G\'s conditional BN: bn, in (instance), ln (layer), gn (group, also '
+           'gn_grp_{groups} or gn_ch_{channels}), nonorm (default: %(default)s)')
+  add('--loss', type=str, default='hinge', choices=['hinge', 'dcgan'],
+      help='(new) GAN loss: hinge (BigGAN) or dcgan (non-saturating) (default: %(default)s)')
+
+  # --- Initialization -------------------------------------------------------------------------
+  add('--seed', type=int, default=0,
+      help='Random seed for weights, noise and data order (default: %(default)s)')
+  add('--G_init', type=str, default='ortho',
+      help='Weight init of G: ortho, N02, glorot or xavier (default: %(default)s)')
+  add('--D_init', type=str, default='ortho',
+      help='Weight init of D: ortho, N02, glorot or xavier (default: %(default)s)')
+  add('--skip_init', action='store_true', default=False,
+      help='Skip weight init, e.g. when the weights are loaded anyway (default: %(default)s)')
+
+  # --- Optimizers -----------------------------------------------------------------------------
+  add('--G_lr', type=float, default=5e-5, help='Adam learning rate of G (default: %(default)s)')
+  add('--D_lr', type=float, default=2e-4, help='Adam learning rate of D (default: %(default)s)')
+  add('--G_B1', type=float, default=0.0, help='Adam beta1 of G (default: %(default)s)')
+  add('--D_B1', type=float, default=0.0, help='Adam beta1 of D (default: %(default)s)')
+  add('--G_B2', type=float, default=0.999, help='Adam beta2 of G (default: %(default)s)')
+  add('--D_B2', type=float, default=0.999, help='Adam beta2 of D (default: %(default)s)')
+  add('--adam_eps', type=float, default=1e-8, help='Adam epsilon (default: %(default)s)')
+
+  # --- Batches and steps ----------------------------------------------------------------------
+  add('--batch_size', type=int, default=64,
+      help='Batch size per D forward pass, per process (default: %(default)s)')
+  add('--G_batch_size', type=int, default=0,
+      help='Batch size per G forward pass; 0 uses batch_size (default: %(default)s)')
+  add('--num_G_accumulations', type=int, default=1,
+      help='Gradient accumulations per G step (default: %(default)s)')
+  add('--num_D_steps', type=int, default=2,
+      help='D steps per G step (default: %(default)s)')
+  add('--num_D_accumulations', type=int, default=1,
+      help='Gradient accumulations per D step (default: %(default)s)')
+  add('--split_D', action='store_true', default=False,
+      help='Run D separately on fake and real batches instead of on their concatenation '
+           '(default: %(default)s)')
+  add('--num_epochs', type=int, default=100,
+      help='Number of epochs to train for (default: %(default)s)')
+  add('--num_iters', type=int, default=0,
+      help='(new) Stop after this many iterations; 0 runs num_epochs (default: %(default)s)')
+  add('--parallel', action='store_true', default=False,
+      help='Single-process multi-GPU with nn.DataParallel (kept for compatibility; prefer '
+           'torchrun) (default: %(default)s)')
+  add('--G_fp16', action='store_true', default=False,
+      help='Half precision in G; now mapped onto --amp fp16 (default: %(default)s)')
+  add('--D_fp16', action='store_true', default=False,
+      help='Half precision in D; now mapped onto --amp fp16 (default: %(default)s)')
+  add('--G_mixed_precision', action='store_true', default=False,
+      help='Mixed precision in G; now mapped onto --amp fp16 (default: %(default)s)')
+  add('--D_mixed_precision', action='store_true', default=False,
+      help='Mixed precision in D; now mapped onto --amp fp16 (default: %(default)s)')
+  add('--accumulate_stats', action='store_true', default=False,
+      help='Accumulate "standing" BN statistics before sampling/testing (default: %(default)s)')
+  add('--num_standing_accumulations', type=int, default=16,
+      help='Forward passes used to accumulate standing statistics (default: %(default)s)')
+
+  # --- Bookkeeping ----------------------------------------------------------------------------
+  add('--G_eval_mode', action='store_true', default=False,
+      help='Sample and test with G in eval mode (default: %(default)s)')
+  add('--save_every', type=int, default=2000,
+      help='Save a checkpoint every this many iterations (default: %(default)s)')
+  add('--num_save_copies', type=int, default=2,
+      help='Rotating numbered checkpoint copies to keep (default: %(default)s)')
+  add('--num_best_copies', type=int, default=2,
+      help='Rotating best-metric checkpoint copies to keep (default: %(default)s)')
+  add('--which_best', type=str, default='IS',
+      help='Metric that decides "best" checkpoints: IS or FID (default: %(default)s)')
+  add('--no_fid', action='store_true', default=False,
+      help='Compute IS only, not FID (default: %(default)s)')
+  add('--test_every', type=int, default=5000,
+      help='Compute IS/FID every this many iterations (default: %(default)s)')
+  add('--num_inception_images', type=int, default=50000,
+      help='Number of generated images for IS/FID (default: %(default)s)')
+  add('--hashname', action='store_true', default=False,
+      help='Name the experiment by a short deterministic hash of its config name '
+           '(default: %(default)s)')
+  add('--base_root', type=str, default='',
+      help='If set, root of data, weights, logs and samples, overriding the four roots '
+           '(default: %(default)s)')
+  add('--data_root', type=str, default='data',
+      help='Where the data lives (default: %(default)s)')
+  add('--weights_root', type=str, default='weights',
+      help='Where checkpoints are written (default: %(default)s)')
+  add('--logs_root', type=str, default='logs',
+      help='Where logs are written (default: %(default)s)')
+  add('--samples_root', type=str, default='samples',
+      help='Where samples are written (default: %(default)s)')
+  add('--pbar', type=str, default='mine',
+      help='Progress display: mine (compact, the original\'s) or tqdm (default: %(default)s)')
+  add('--name_suffix', type=str, default='',
+      help='Suffix appended to the experiment name (default: %(default)s)')
+  add('--experiment_name', type=str, default='',
+      help='Explicit experiment name instead of one derived from the config, e.g. to fine-tune '
+           'into a new folder (default: %(default)s)')
+  add('--config_from_name', action='store_true', default=False,
+      help='Take the config stored in the checkpoint instead of the flags (default: %(default)s)')
+
+  # --- EMA ------------------------------------------------------------------------------------
+  add('--ema', action='store_true', default=False,
+      help='Keep an exponential moving average of G (G_ema) (default: %(default)s)')
+  add('--ema_decay', type=float, default=0.9999,
+      help='EMA decay (default: %(default)s)')
+  add('--use_ema', action='store_true', default=False,
+      help='Sample and test with G_ema (needs --ema) (default: %(default)s)')
+  add('--ema_start', type=int, default=0,
+      help='Iteration from which the EMA averages; before it G_ema copies G '
+           '(default: %(default)s)')
+
+  # --- Numerics -------------------------------------------------------------------------------
+  add('--BN_eps', type=float, default=1e-5, help='Batch-norm epsilon (default: %(default)s)')
+  add('--SN_eps', type=float, default=1e-8,
+      help='Spectral-norm epsilon of the power iteration (default: %(default)s)')
+  add('--num_G_SVs', type=int, default=1,
+      help='Singular values tracked per SN layer in G (default: %(default)s)')
+  add('--num_D_SVs', type=int, default=1,
+      help='Singular values tracked per SN layer in D (default: %(default)s)')
+  add('--num_G_SV_itrs', type=int, default=1,
+      help='Power iterations per forward pass in G (default: %(default)s)')
+  add('--num_D_SV_itrs', type=int, default=1,
+      help='Power iterations per forward pass in D (default: %(default)s)')
+
+  # --- Orthogonal regularization --------------------------------------------------------------
+  add('--G_ortho', type=float, default=0.0,
+      help='Strength of BigGAN\'s off-diagonal ortho regularization in G; 1e-4 in the paper '
+           '(default: %(default)s)')
+  add('--D_ortho', type=float, default=0.0,
+      help='Strength of the off-diagonal ortho regularization in D (default: %(default)s)')
+  add('--toggle_grads', action='store_true', default=True,
+      help='Freeze the network not being trained during each step (default: on; the original '
+           'flag cannot turn it off, use --no_toggle_grads)')
+  add('--no_toggle_grads', action='store_false', dest='toggle_grads',
+      help='(new) Keep requires_grad on for both networks at every step')
+
+  # --- Training function, resuming, runtime ---------------------------------------------------
+  add('--which_train_fn', type=str, default='GAN',
+      help='Training function: GAN, or dummy for a loop that only moves the data '
+           '(default: %(default)s)')
+  add('--load_weights', type=str, default='',
+      help='Checkpoint suffix to load, such as copy0 or best3; empty loads the plain files '
+           '(default: %(default)s)')
+  add('--resume', action='store_true', default=False,
+      help='Resume from the newest complete checkpoint of this experiment (default: %(default)s)')
+  add('--device', type=str, default='auto',
+      help='(new) Device: auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ... '
+           '(default: %(default)s)')
+  add('--amp', type=str, default='off', choices=['off', 'bf16', 'fp16'],
+      help='(new) Autocast precision for forward passes; fp16 adds a GradScaler '
+           '(default: %(default)s)')
+  add('--channels_last', action='store_true', default=False,
+      help='(new) Use the channels_last memory format for G and D (default: %(default)s)')
+  add('--compile', action='store_true', default=False,
+      help='(new) torch.compile G and D (default: %(default)s)')
+  add('--inception_net', type=str, default='torchvision', choices=['torchvision', 'tf'],
+      help='(new) Network for IS/FID: torchvision (the original\'s monitor) or tf (the TF '
+           '2015-12-05 graph used by the papers, ported) (default: %(default)s)')
+  add('--inception_weights', type=str, default='',
+      help='(new) Weights file for the Inception network, for machines without internet '
+           '(default: %(default)s)')
+  add('--tensorboard', action='store_true', default=False,
+      help='(new) Mirror scalars and samples to TensorBoard under logs_root/<exp>/tb '
+           '(default: %(default)s)')
+
+  # --- Logging --------------------------------------------------------------------------------
+  add('--logstyle', type=str, default='%3.3e',
+      help='Format of values in the per-metric .log files, e.g. %%3.3e or %%3.3f '
+           '(default: %(default)s)')
+  add('--log_G_spectra', action='store_true', default=False,
+      help='Log the singular values of G\'s SN layers (default: %(default)s)')
+  add('--log_D_spectra', action='store_true', default=False,
+      help='Log the singular values of D\'s SN layers (default: %(default)s)')
+  add('--sv_log_interval', type=int, default=10,
+      help='Iterations between singular-value logs (default: %(default)s)')
+  return parser
+
+
+def add_sample_parser(parser):
+  """Flags of sample.py, added to the shared parser."""
+  add = parser.add_argument
+  add('--sample_npz', action='store_true', default=False,
+      help='Sample sample_num_npz images into an .npz file of uint8 images (default: %(default)s)')
+  add('--sample_num_npz', type=int, default=50000,
+      help='Number of images for --sample_npz (default: %(default)s)')
+  add('--sample_sheets', action='store_true', default=False,
+      help='Write class-conditional sample sheets (default: %(default)s)')
+  add('--sample_interps', action='store_true', default=False,
+      help='Write interpolation sheets (default: %(default)s)')
+  add('--sample_sheet_folder_num', type=int, default=-1,
+      help='Folder number for the sheets; -1 uses the iteration (default: %(default)s)')
+  add('--sample_random', action='store_true', default=False,
+      help='Write one sheet of random samples (default: %(default)s)')
+  add('--sample_trunc_curves', type=str, default='',
+      help='Truncation sweep "start_step_end", e.g. 0.05_0.05_1.0: IS/FID per truncation '
+           '(default: none)')
+  add('--sample_inception_metrics', action='store_true', default=False,
+      help='Compute IS/FID of the loaded G (default: %(default)s)')
+  return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Lookups
+# ---------------------------------------------------------------------------------------------
+
+# Kept by name: the original README and users' code refer to these.
+activation_dict = {'inplace_relu': nn.ReLU(inplace=True),
+                   'relu': nn.ReLU(inplace=False),
+                   'ir': nn.ReLU(inplace=True)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Experiment names
+# ---------------------------------------------------------------------------------------------
+
+
+def name_from_config(config):
+  """The original's experiment name, e.g. BigGAN_I128_hdf5_seed0_Gch96_..._hier_ema."""
+  def when(condition, text):
+    return text if condition else None
+  c = config
+  parts = [
+      'Big%s' % c['which_train_fn'],
+      c.get('dataset_tag') or c['dataset'],
+      when(c['model'] != 'BigGAN', c['model']),
+      'seed%d' % c['seed'],
+      'Gch%d' % c['G_ch'],
+      'Dch%d' % c['D_ch'],
+      when(c['G_depth'] > 1, 'Gd%d' % c['G_depth']),
+      when(c['D_depth'] > 1, 'Dd%d' % c['D_depth']),
+      'bs%d' % c['batch_size'],
+      when(c['G_fp16'], 'Gfp16'),
+      when(c['D_fp16'], 'Dfp16'),
+      when(c['num_D_steps'] > 1, 'nDs%d' % c['num_D_steps']),
+      when(c['num_D_accumulations'] > 1, 'nDa%d' % c['num_D_accumulations']),
+      when(c['num_G_accumulations'] > 1, 'nGa%d' % c['num_G_accumulations']),
+      'Glr%2.1e' % c['G_lr'],
+      'Dlr%2.1e' % c['D_lr'],
+      when(c['G_B1'] != 0.0, 'GB%3.3f' % c['G_B1']),
+      when(c['G_B2'] != 0.999, 'GBB%3.3f' % c['G_B2']),
+      when(c['D_B1'] != 0.0, 'DB%3.3f' % c['D_B1']),
+      when(c['D_B2'] != 0.999, 'DBB%3.3f' % c['D_B2']),
+      'Gnl%s' % c['G_nl'],
+      'Dnl%s' % c['D_nl'],
+      'Ginit%s' % c['G_init'],
+      'Dinit%s' % c['D_init'],
+      when(c['G_param'] != 'SN', 'G%s' % c['G_param']),
+      when(c['D_param'] != 'SN', 'D%s' % c['D_param']),
+      when(c['G_attn'] != '0', 'Gattn%s' % c['G_attn']),
+      when(c['D_attn'] != '0', 'Dattn%s' % c['D_attn']),
+      when(c['G_ortho'] > 0.0, 'Gortho%2.1e' % c['G_ortho']),
+      when(c['D_ortho'] > 0.0, 'Dortho%2.1e' % c['D_ortho']),
+      when(c['norm_style'] != 'bn', c['norm_style']),
+      when(c['cross_replica'], 'cr'),
+      when(c['G_shared'], 'Gshared'),
+      when(c['hier'], 'hier'),
+      when(c['ema'], 'ema'),
+      when(bool(c['name_suffix']), c['name_suffix']),
+  ]
+  name = '_'.join(part for part in parts if part is not None)
+  return hashname(name) if c['hashname'] else name
+
+
+_ADJECTIVES = ('amber', 'brave', 'calm', 'dusty', 'eager', 'fuzzy', 'gentle', 'hasty', 'icy',
+               'jolly', 'keen', 'lucky', 'misty', 'noble', 'odd', 'plain', 'quiet', 'rapid',
+               'shy', 'tidy', 'urban', 'vivid', 'witty', 'young', 'zesty', 'bold', 'crisp',
+               'dark', 'fair', 'grand', 'humble', 'lofty')
+_ANIMALS = ('aardvark', 'badger', 'camel', 'dingo', 'eagle', 'ferret', 'gecko', 'heron', 'ibis',
+            'jackal', 'koala', 'lemur', 'marmot', 'newt', 'otter', 'puffin', 'quail', 'raven',
+            'stoat', 'tapir', 'urchin', 'vole', 'walrus', 'yak', 'zebra', 'bison', 'crane',
+            'dugong', 'egret', 'finch', 'gibbon', 'hyena')
+
+
+def hashname(name):
+  """A short readable name that depends only on `name` (the original used Python's salted hash,
+  so the same config got a different name in every process)."""
+  digest = int(hashlib.sha256(name.encode('utf-8')).hexdigest(), 16)
+  adjective = _ADJECTIVES[digest % len(_ADJECTIVES)]
+  animal = _ANIMALS[(digest // len(_ADJECTIVES)) % len(_ANIMALS)]
+  return '%s_%s_%04d' % (adjective, animal, (digest // 1024) % 10000)
+
+
+def update_config_roots(config):
+  """--base_root overrides the four roots (data, weights, logs, samples) as in the original."""
+  if config.get('base_root'):
+    for key in ['weights', 'logs', 'samples', 'data']:
+      config['%s_root' % key] = os.path.join(config['base_root'], key)
+  return config
