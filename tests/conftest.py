@@ -15,3 +15,16 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture
 def repo_root():
   return ROOT
+
+
+def make_config(flags='', resolution=32, n_classes=10, **overrides):
+  """A model config as train.py builds it: parsed flags + resolution, n_classes, activations."""
+  import shlex
+  import torch.nn as nn
+  import utils
+  parser = utils.add_sample_parser(utils.prepare_parser())
+  config = vars(parser.parse_args(shlex.split(flags)))
+  config.update(resolution=resolution, n_classes=n_classes,
+                G_activation=nn.ReLU(inplace=False), D_activation=nn.ReLU(inplace=False))
+  config.update(overrides)
+  return config

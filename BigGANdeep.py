@@ -1,0 +1,273 @@
+"""BigGAN-deep (Brock et al. 2019): bottleneck residual blocks, G_depth/D_depth blocks per stage.
+
+    G = BigGANdeep.Generator(**config); D = BigGANdeep.Discriminator(**config)
+
+Same state_dict keys and parameter order as the original BigGANdeep.py. New: it also works
+without --hier (the whole z feeds the linear layer and the blocks see the class embedding only),
+and has a 512 px D.
+"""
+import functools
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.optim as optim
+
+import layers
+from BigGAN import G_D, G_arch, attention_resolutions, check_resolution  # noqa: F401 (G_D re-exported)
+
+
+class GBlock(nn.Module):
+  """Bottleneck block: 1x1 down to in/channel_ratio, two 3x3, 1x1 up; the shortcut drops channels."""
+
+  def __init__(self, in_channels, out_channels, which_conv=layers.SNConv2d, which_bn=layers.bn,
+               activation=None, upsample=None, channel_ratio=4):
+    super(GBlock, self).__init__()
+    self.in_channels, self.out_channels = in_channels, out_channels
+    self.hidden_channels = self.in_channels // channel_ratio
+    self.which_conv, self.which_bn = which_conv, which_bn
+    self.activation = activation
+    self.conv1 = self.which_conv(self.in_channels, self.hidden_channels, kernel_size=1, padding=0)
+    self.conv2 = self.which_conv(self.hidden_channels, self.hidden_channels)
+    self.conv3 = self.which_conv(self.hidden_channels, self.hidden_channels)
+    self.conv4 = self.which_conv(self.hidden_channels, self.out_channels, kernel_size=1,
+                                 padding=0)
+    self.bn1 = self.which_bn(self.in_channels)
+    self.bn2 = self.which_bn(self.hidden_channels)
+    self.bn3 = self.which_bn(self.hidden_channels)
+    self.bn4 = self.which_bn(self.hidden_channels)
+    self.upsample = upsample
+
+  def forward(self, x, y):
+    h = self.conv1(self.activation(self.bn1(x, y)))
+    h = self.activation(self.bn2(h, y))
+    if self.in_channels != self.out_channels:
+      x = x[:, :self.out_channels]
+    if self.upsample:
+      h = self.upsample(h)
+      x = self.upsample(x)
+    h = self.conv2(h)
+    h = self.conv3(self.activation(self.bn3(h, y)))
+    h = self.conv4(self.activation(self.bn4(h, y)))
+    return h + x
+
+
+class Generator(nn.Module):
+  def __init__(self, G_ch=64, G_depth=2, dim_z=128, bottom_width=4, resolution=128,
+               G_kernel_size=3, G_attn='64', n_classes=1000, num_G_SVs=1, num_G_SV_itrs=1,
+               G_shared=True, shared_dim=0, hier=False, cross_replica=False, mybn=False,
+               G_activation=nn.ReLU(inplace=False), G_lr=5e-5, G_B1=0.0, G_B2=0.999,
+               adam_eps=1e-8, BN_eps=1e-5, SN_eps=1e-12, G_mixed_precision=False, G_fp16=False,
+               G_init='ortho', skip_init=False, no_optim=False, G_param='SN', norm_style='bn',
+               **kwargs):
+    super(Generator, self).__init__()
+    self.ch = G_ch
+    self.G_depth = G_depth
+    self.dim_z = dim_z
+    self.bottom_width = bottom_width
+    self.resolution = resolution
+    self.kernel_size = G_kernel_size
+    self.attention = G_attn
+    self.n_classes = n_classes
+    self.G_shared = G_shared
+    self.shared_dim = shared_dim if shared_dim > 0 else dim_z
+    self.hier = hier
+    self.cross_replica = cross_replica
+    self.mybn = mybn
+    self.activation = G_activation
+    self.init = G_init
+    self.G_param = G_param
+    self.norm_style = norm_style
+    self.BN_eps = BN_eps
+    self.SN_eps = SN_eps
+    self.fp16 = False
+    self.arch = check_resolution(G_arch(self.ch, self.attention), resolution, 'G')
+    if self.hier and not self.G_shared:
+      raise ValueError('--hier needs --G_shared: z is concatenated to the shared class embedding')
+
+    self.which_conv, self.which_linear, _ = layers.which_layers(
+        G_param, num_G_SVs, num_G_SV_itrs, self.SN_eps)
+    self.which_embedding = nn.Embedding
+    bn_linear = (functools.partial(self.which_linear, bias=False) if self.G_shared
+                 else self.which_embedding)
+    # With --hier (the original's only working mode) every block sees [y, z]; without it the
+    # linear layer gets z and the blocks get y.
+    if not self.G_shared:
+      bn_input = self.n_classes
+    else:
+      bn_input = self.shared_dim + self.dim_z if self.hier else self.shared_dim
+    self.which_bn = functools.partial(
+        layers.ccbn, which_linear=bn_linear, cross_replica=self.cross_replica, mybn=self.mybn,
+        input_size=bn_input, norm_style=self.norm_style, eps=self.BN_eps)
+
+    self.shared = (self.which_embedding(n_classes, self.shared_dim) if G_shared
+                   else layers.identity())
+    self.linear = self.which_linear(self.dim_z + (self.shared_dim if self.hier else 0),
+                                    self.arch['in_channels'][0] * (self.bottom_width ** 2))
+    # Each block is its own entry blocks.{k}.0 (k = stage * G_depth + d); attention is appended
+    # to the last block of its stage.
+    blocks = []
+    for index in range(len(self.arch['out_channels'])):
+      for g_index in range(self.G_depth):
+        last = g_index == self.G_depth - 1
+        blocks.append([GBlock(
+            in_channels=self.arch['in_channels'][index],
+            out_channels=(self.arch['in_channels'][index] if g_index == 0
+                          else self.arch['out_channels'][index]),
+            which_conv=self.which_conv, which_bn=self.which_bn, activation=self.activation,
+            upsample=(layers.upsample_nearest2x if self.arch['upsample'][index] and last
+                      else None))])
+      if self.arch['attention'][self.arch['resolution'][index]]:
+        blocks[-1] += [layers.Attention(self.arch['out_channels'][index], self.which_conv)]
+    self.blocks = nn.ModuleList([nn.ModuleList(block) for block in blocks])
+    self.output_layer = nn.Sequential(
+        layers.bn(self.arch['out_channels'][-1], eps=self.BN_eps,
+                  cross_replica=self.cross_replica, mybn=self.mybn),
+        self.activation,
+        self.which_conv(self.arch['out_channels'][-1], 3))
+
+    if not skip_init:
+      self.param_count = layers.init_weights(self, self.init)
+    if no_optim:
+      return
+    self.lr, self.B1, self.B2, self.adam_eps = G_lr, G_B1, G_B2, adam_eps
+    self.optim = optim.Adam(params=self.parameters(), lr=self.lr, betas=(self.B1, self.B2),
+                            weight_decay=0, eps=self.adam_eps)
+
+  def init_weights(self):
+    self.param_count = layers.init_weights(self, self.init)
+
+  def forward(self, z, y):
+    """z: (B, dim_z) noise; y: the class input already passed through self.shared."""
+    if self.hier:
+      z = torch.cat([y, z], 1)
+      y = z
+    h = self.linear(z)
+    h = h.view(h.size(0), -1, self.bottom_width, self.bottom_width)
+    for blocklist in self.blocks:
+      for block in blocklist:
+        h = block(h, y)
+    return torch.tanh(self.output_layer(h))
+
+
+class DBlock(nn.Module):
+  """Bottleneck block: relu-1x1-act-3x3-act-3x3-act-(downsample)-1x1; the shortcut concatenates
+  x with a 1x1 conv of x for the extra channels."""
+
+  def __init__(self, in_channels, out_channels, which_conv=layers.SNConv2d, wide=True,
+               preactivation=True, activation=None, downsample=None, channel_ratio=4):
+    super(DBlock, self).__init__()
+    self.in_channels, self.out_channels = in_channels, out_channels
+    self.hidden_channels = self.out_channels // channel_ratio
+    self.which_conv = which_conv
+    self.preactivation = preactivation
+    self.activation = activation
+    self.downsample = downsample
+    self.conv1 = self.which_conv(self.in_channels, self.hidden_channels, kernel_size=1, padding=0)
+    self.conv2 = self.which_conv(self.hidden_channels, self.hidden_channels)
+    self.conv3 = self.which_conv(self.hidden_channels, self.hidden_channels)
+    self.conv4 = self.which_conv(self.hidden_channels, self.out_channels, kernel_size=1,
+                                 padding=0)
+    self.learnable_sc = in_channels != out_channels
+    if self.learnable_sc:
+      self.conv_sc = self.which_conv(in_channels, out_channels - in_channels, kernel_size=1,
+                                     padding=0)
+
+  def shortcut(self, x):
+    if self.downsample:
+      x = self.downsample(x)
+    if self.learnable_sc:
+      x = torch.cat([x, self.conv_sc(x)], 1)
+    return x
+
+  def forward(self, x):
+    h = self.conv1(F.relu(x))
+    h = self.conv2(self.activation(h))
+    h = self.conv3(self.activation(h))
+    h = self.activation(h)
+    if self.downsample:
+      h = self.downsample(h)
+    h = self.conv4(h)
+    return h + self.shortcut(x)
+
+
+def D_arch(ch=64, attention='64', ksize='333333', dilation='111111'):
+  """Stages of the deep D (after a 3 -> in_channels[0] input conv). 512 px is new."""
+  attn = attention_resolutions(attention)
+  stages = {32: ([4, 4, 4], [4, 4, 4], [True, True, False, False], [16, 16, 16, 16]),
+            64: ([1, 2, 4, 8], [2, 4, 8, 16], [True] * 4 + [False], [32, 16, 8, 4, 4]),
+            128: ([1, 2, 4, 8, 16], [2, 4, 8, 16, 16], [True] * 5 + [False],
+                  [64, 32, 16, 8, 4, 4]),
+            256: ([1, 2, 4, 8, 8, 16], [2, 4, 8, 8, 16, 16], [True] * 6 + [False],
+                  [128, 64, 32, 16, 8, 4, 4]),
+            512: ([1, 1, 2, 4, 8, 8, 16], [1, 2, 4, 8, 8, 16, 16], [True] * 7 + [False],
+                  [256, 128, 64, 32, 16, 8, 4, 4])}
+  arch = {}
+  for res, (ins, outs, down, resolutions) in stages.items():
+    arch[res] = {'in_channels': [ch * item for item in ins],
+                 'out_channels': [ch * item for item in outs],
+                 'downsample': down,
+                 'resolution': resolutions,
+                 'attention': {r: r in attn for r in resolutions}}
+  return arch
+
+
+class Discriminator(nn.Module):
+  def __init__(self, D_ch=64, D_wide=True, D_depth=2, resolution=128, D_kernel_size=3,
+               D_attn='64', n_classes=1000, num_D_SVs=1, num_D_SV_itrs=1,
+               D_activation=nn.ReLU(inplace=False), D_lr=2e-4, D_B1=0.0, D_B2=0.999,
+               adam_eps=1e-8, SN_eps=1e-12, output_dim=1, D_mixed_precision=False, D_fp16=False,
+               D_init='ortho', skip_init=False, D_param='SN', **kwargs):
+    super(Discriminator, self).__init__()
+    self.ch = D_ch
+    self.D_wide = D_wide
+    self.D_depth = D_depth
+    self.resolution = resolution
+    self.kernel_size = D_kernel_size
+    self.attention = D_attn
+    self.n_classes = n_classes
+    self.activation = D_activation
+    self.init = D_init
+    self.D_param = D_param
+    self.SN_eps = SN_eps
+    self.fp16 = False
+    self.arch = check_resolution(D_arch(self.ch, self.attention), resolution, 'D')
+    self.which_conv, self.which_linear, self.which_embedding = layers.which_layers(
+        D_param, num_D_SVs, num_D_SV_itrs, self.SN_eps)
+
+    self.input_conv = self.which_conv(3, self.arch['in_channels'][0])
+    # Each stage is one entry blocks.{stage} holding D_depth blocks (and attention last).
+    blocks = []
+    for index in range(len(self.arch['out_channels'])):
+      block = [DBlock(in_channels=(self.arch['in_channels'][index] if d_index == 0
+                                   else self.arch['out_channels'][index]),
+                      out_channels=self.arch['out_channels'][index],
+                      which_conv=self.which_conv, wide=self.D_wide, activation=self.activation,
+                      preactivation=True,
+                      downsample=(nn.AvgPool2d(2) if self.arch['downsample'][index] and d_index == 0
+                                  else None))
+               for d_index in range(self.D_depth)]
+      if self.arch['attention'][self.arch['resolution'][index]]:
+        block += [layers.Attention(self.arch['out_channels'][index], self.which_conv)]
+      blocks.append(nn.ModuleList(block))
+    self.blocks = nn.ModuleList(blocks)
+    self.linear = self.which_linear(self.arch['out_channels'][-1], output_dim)
+    self.embed = self.which_embedding(self.n_classes, self.arch['out_channels'][-1])
+
+    if not skip_init:
+      self.param_count = layers.init_weights(self, self.init)
+    self.lr, self.B1, self.B2, self.adam_eps = D_lr, D_B1, D_B2, adam_eps
+    self.optim = optim.Adam(params=self.parameters(), lr=self.lr, betas=(self.B1, self.B2),
+                            weight_decay=0, eps=self.adam_eps)
+
+  def init_weights(self):
+    self.param_count = layers.init_weights(self, self.init)
+
+  def forward(self, x, y=None):
+    h = self.input_conv(x)
+    for blocklist in self.blocks:
+      for block in blocklist:
+        h = block(h)
+    h = torch.sum(self.activation(h), [2, 3])
+    out = self.linear(h)
+    return out + torch.sum(self.embed(y) * h, 1, keepdim=True)

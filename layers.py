@@ -1,0 +1,476 @@
+"""Building blocks of BigGAN: spectral norm, attention, (conditional) batch norm, residual blocks.
+
+Module names, buffer names and registration order match the original BigGAN-PyTorch exactly, so its
+checkpoints load and the same seed gives the same initial weights.
+"""
+import functools
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn import Parameter as P
+
+# ---------------------------------------------------------------------------------------------
+# Spectral norm (Miyato et al.) with several singular values, as in the original
+# ---------------------------------------------------------------------------------------------
+
+
+def proj(x, y):
+  """Projection of row vector x onto row vector y."""
+  return torch.mm(y, x.t()) * y / torch.mm(y, y.t())
+
+
+def gram_schmidt(x, ys):
+  """Remove from x its components along each vector in ys."""
+  for y in ys:
+    x = x - proj(x, y)
+  return x
+
+
+def power_iteration(W, u_, update=True, eps=1e-12):
+  """One power iteration for each of the singular vectors in u_ (a list of (1, out) buffers).
+
+  The vectors are found without gradient; the singular values sv = v W^T u^T carry the gradient to W,
+  which is what makes W / sv[0] a spectrally normalised weight. In train mode the buffers are updated
+  in place.
+  """
+  us, vs, svs = [], [], []
+  for i, u in enumerate(u_):
+    with torch.no_grad():
+      v = F.normalize(gram_schmidt(torch.matmul(u, W), vs), eps=eps)
+      vs.append(v)
+      u = F.normalize(gram_schmidt(torch.matmul(v, W.t()), us), eps=eps)
+      us.append(u)
+      if update:
+        u_[i].copy_(u)
+    svs.append(torch.squeeze(torch.matmul(torch.matmul(v, W.t()), u.t())))
+  return svs, us, vs
+
+
+class SN(object):
+  """Mixin that spectrally normalises `self.weight`: buffers u{i} (singular vectors) and sv{i}
+  (the last estimated singular values, for logging) for i < num_svs."""
+
+  def __init__(self, num_svs, num_itrs, num_outputs, transpose=False, eps=1e-12):
+    if num_itrs < 1 or num_svs < 1:
+      raise ValueError('spectral norm needs num_svs >= 1 and num_itrs >= 1')
+    self.num_itrs = num_itrs
+    self.num_svs = num_svs
+    self.transpose = transpose
+    self.eps = eps
+    for i in range(self.num_svs):
+      self.register_buffer('u%d' % i, torch.randn(1, num_outputs))
+      self.register_buffer('sv%d' % i, torch.ones(1))
+
+  @property
+  def u(self):
+    return [getattr(self, 'u%d' % i) for i in range(self.num_svs)]
+
+  @property
+  def sv(self):
+    return [getattr(self, 'sv%d' % i) for i in range(self.num_svs)]
+
+  def W_(self):
+    """The normalised weight. The power iteration runs in fp32 even under autocast."""
+    device_type = self.weight.device.type
+    if torch.is_autocast_enabled(device_type):
+      with torch.autocast(device_type, enabled=False):
+        return self._normalised_weight()
+    return self._normalised_weight()
+
+  def _normalised_weight(self):
+    weight = self.weight
+    # Low-precision weights iterate in fp32; fp32/fp64 stay as they are.
+    W_mat = (weight if weight.dtype in (torch.float32, torch.float64) else weight.float())
+    W_mat = W_mat.view(weight.size(0), -1)
+    if self.transpose:
+      W_mat = W_mat.t()
+    for _ in range(self.num_itrs):
+      svs, _, _ = power_iteration(W_mat, self.u, update=self.training, eps=self.eps)
+    if self.training:
+      with torch.no_grad():
+        for sv_buffer, sv in zip(self.sv, svs):
+          sv_buffer.copy_(sv)
+    return weight / svs[0].to(weight.dtype)
+
+
+class SNConv2d(nn.Conv2d, SN):
+  def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+               groups=1, bias=True, num_svs=1, num_itrs=1, eps=1e-12):
+    nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                       groups, bias)
+    SN.__init__(self, num_svs, num_itrs, out_channels, eps=eps)
+
+  def forward(self, x):
+    return F.conv2d(x, self.W_(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class SNLinear(nn.Linear, SN):
+  def __init__(self, in_features, out_features, bias=True, num_svs=1, num_itrs=1, eps=1e-12):
+    nn.Linear.__init__(self, in_features, out_features, bias)
+    SN.__init__(self, num_svs, num_itrs, out_features, eps=eps)
+
+  def forward(self, x):
+    return F.linear(x, self.W_(), self.bias)
+
+
+class SNEmbedding(nn.Embedding, SN):
+  """Embedding normalised by the spectral norm of its (num_embeddings, dim) table."""
+
+  def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2,
+               scale_grad_by_freq=False, sparse=False, _weight=None, num_svs=1, num_itrs=1,
+               eps=1e-12):
+    nn.Embedding.__init__(self, num_embeddings, embedding_dim, padding_idx, max_norm, norm_type,
+                          scale_grad_by_freq, sparse, _weight)
+    SN.__init__(self, num_svs, num_itrs, num_embeddings, eps=eps)
+
+  def forward(self, x):
+    return F.embedding(x, self.W_())
+
+
+# ---------------------------------------------------------------------------------------------
+# Self-attention (SAGAN)
+# ---------------------------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+  """Non-local block: keys and values max-pooled by 2, output scaled by gamma (initially 0)."""
+
+  def __init__(self, ch, which_conv=SNConv2d, name='attention'):
+    super(Attention, self).__init__()
+    self.ch = ch
+    self.which_conv = which_conv
+    self.theta = which_conv(ch, ch // 8, kernel_size=1, padding=0, bias=False)
+    self.phi = which_conv(ch, ch // 8, kernel_size=1, padding=0, bias=False)
+    self.g = which_conv(ch, ch // 2, kernel_size=1, padding=0, bias=False)
+    self.o = which_conv(ch // 2, ch, kernel_size=1, padding=0, bias=False)
+    self.gamma = P(torch.tensor(0.), requires_grad=True)
+
+  def forward(self, x, y=None):
+    B, _, H, W = x.shape
+    theta = self.theta(x).view(B, self.ch // 8, H * W)
+    phi = F.max_pool2d(self.phi(x), [2, 2]).view(B, self.ch // 8, H * W // 4)
+    g = F.max_pool2d(self.g(x), [2, 2]).view(B, self.ch // 2, H * W // 4)
+    beta = F.softmax(torch.bmm(theta.transpose(1, 2), phi), -1)
+    o = self.o(torch.bmm(g, beta.transpose(1, 2)).view(B, self.ch // 2, H, W))
+    return self.gamma * o + x
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch norm variants
+# ---------------------------------------------------------------------------------------------
+
+
+def fused_bn(x, mean, var, gain=None, bias=None, eps=1e-5):
+  """(x - mean) / sqrt(var + eps) * gain + bias as one scale and one shift."""
+  scale = torch.rsqrt(var + eps)
+  if gain is not None:
+    scale = scale * gain
+  shift = mean * scale
+  if bias is not None:
+    shift = shift - bias
+  return x * scale - shift
+
+
+def manual_bn(x, gain=None, bias=None, return_mean_var=False, eps=1e-5):
+  """Batch norm with statistics computed in fp32 (biased variance, as the original's myBN)."""
+  float_x = x.float()
+  m = torch.mean(float_x, [0, 2, 3], keepdim=True)
+  m2 = torch.mean(float_x ** 2, [0, 2, 3], keepdim=True)
+  var = (m2 - m ** 2).to(x.dtype)
+  m = m.to(x.dtype)
+  out = fused_bn(x, m, var, gain, bias, eps)
+  if return_mean_var:
+    return out, m.squeeze(), var.squeeze()
+  return out
+
+
+class myBN(nn.Module):
+  """The original's BN: running statistics, or "standing" statistics summed over
+  accumulate_standing passes and averaged at eval time."""
+
+  def __init__(self, num_channels, eps=1e-5, momentum=0.1):
+    super(myBN, self).__init__()
+    self.momentum = momentum
+    self.eps = eps
+    self.register_buffer('stored_mean', torch.zeros(num_channels))
+    self.register_buffer('stored_var', torch.ones(num_channels))
+    self.register_buffer('accumulation_counter', torch.zeros(1))
+    self.accumulate_standing = False
+
+  def reset_stats(self):
+    self.stored_mean.zero_()
+    self.stored_var.zero_()
+    self.accumulation_counter.zero_()
+
+  def forward(self, x, gain, bias):
+    if self.training:
+      out, mean, var = manual_bn(x, gain, bias, return_mean_var=True, eps=self.eps)
+      with torch.no_grad():
+        if self.accumulate_standing:
+          self.stored_mean += mean.float()
+          self.stored_var += var.float()
+          self.accumulation_counter += 1.0
+        else:
+          self.stored_mean.mul_(1 - self.momentum).add_(mean.float() * self.momentum)
+          self.stored_var.mul_(1 - self.momentum).add_(var.float() * self.momentum)
+      return out
+    mean = self.stored_mean.view(1, -1, 1, 1)
+    var = self.stored_var.view(1, -1, 1, 1)
+    if self.accumulate_standing:
+      mean = mean / self.accumulation_counter
+      var = var / self.accumulation_counter
+    return fused_bn(x, mean, var, gain, bias, self.eps)
+
+
+class CrossReplicaBN(nn.SyncBatchNorm):
+  """Batch norm over the batches of all processes (torch.nn.SyncBatchNorm without affine).
+
+  In a single process it is plain BN. PyTorch's synchronised kernel needs a GPU, so on CPU (gloo)
+  the same maths runs here with differentiable all-reduces: the global mean first, then the global
+  variance around it (two passes avoid the cancellation of E[x^2] - E[x]^2).
+  """
+
+  def __init__(self, num_features, eps=1e-5, momentum=0.1):
+    super(CrossReplicaBN, self).__init__(num_features, eps=eps, momentum=momentum, affine=False)
+
+  def forward(self, x):
+    distributed = (self.training and dist.is_available() and dist.is_initialized()
+                   and dist.get_world_size() > 1)
+    if not distributed or x.is_cuda:
+      return super(CrossReplicaBN, self).forward(x)
+    from torch.distributed.nn.functional import all_reduce
+    float_x = x if x.dtype == torch.float64 else x.float()
+    count = torch.tensor([float(x.numel() // x.size(1))], device=x.device, dtype=float_x.dtype)
+    sums = all_reduce(torch.cat([float_x.sum([0, 2, 3]), count]))
+    total = sums[-1]
+    mean = sums[:-1] / total
+    centered = float_x - mean.view(1, -1, 1, 1)
+    var = all_reduce((centered * centered).sum([0, 2, 3])) / total
+    with torch.no_grad():
+      self.num_batches_tracked += 1
+      self.running_mean.mul_(1 - self.momentum).add_(mean.detach() * self.momentum)
+      unbiased = var.detach() * total / max(float(total) - 1.0, 1.0)
+      self.running_var.mul_(1 - self.momentum).add_(unbiased * self.momentum)
+    out = centered * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)
+    return out.to(x.dtype)
+
+
+def groupnorm(x, norm_style, eps=1e-5):
+  """Group norm with the group count from norm_style: gn (16 groups), gn_grp_{G}, gn_ch_{C}."""
+  if 'ch' in norm_style:
+    ch = int(norm_style.split('_')[-1])
+    groups = max(int(x.shape[1]) // ch, 1)
+  elif 'grp' in norm_style:
+    groups = int(norm_style.split('_')[-1])
+  else:
+    groups = 16
+  return F.group_norm(x, groups, eps=eps)
+
+
+NORM_STYLES = ('bn', 'in', 'ln', 'gn', 'nonorm')
+
+
+class ccbn(nn.Module):
+  """Class-conditional BN: normalise, then multiply by 1 + gain(y) and add bias(y).
+
+  gain/bias are `which_linear(input_size, output_size)`: bias-free linears of the shared embedding
+  (+ z chunk) with --G_shared, else embeddings of the class index.
+  """
+
+  def __init__(self, output_size, input_size, which_linear, eps=1e-5, momentum=0.1,
+               cross_replica=False, mybn=False, norm_style='bn'):
+    super(ccbn, self).__init__()
+    self.output_size, self.input_size = output_size, input_size
+    self.gain = which_linear(input_size, output_size)
+    self.bias = which_linear(input_size, output_size)
+    self.eps = eps
+    self.momentum = momentum
+    self.cross_replica = cross_replica
+    self.mybn = mybn
+    self.norm_style = norm_style
+    if not norm_style.split('_')[0] in NORM_STYLES:
+      raise ValueError('unknown norm_style %r; use one of %s' % (norm_style, ', '.join(NORM_STYLES)))
+    if self.cross_replica:
+      self.bn = CrossReplicaBN(output_size, eps=self.eps, momentum=self.momentum)
+    elif self.mybn:
+      self.bn = myBN(output_size, self.eps, self.momentum)
+    elif self.norm_style in ['bn', 'in']:
+      self.register_buffer('stored_mean', torch.zeros(output_size))
+      self.register_buffer('stored_var', torch.ones(output_size))
+
+  def forward(self, x, y):
+    gain = (1 + self.gain(y)).view(y.size(0), -1, 1, 1)
+    bias = self.bias(y).view(y.size(0), -1, 1, 1)
+    if self.mybn:
+      return self.bn(x, gain=gain, bias=bias)
+    if self.cross_replica:
+      out = self.bn(x)
+    elif self.norm_style == 'bn':
+      out = F.batch_norm(x, self.stored_mean, self.stored_var, None, None, self.training, 0.1,
+                         self.eps)
+    elif self.norm_style == 'in':
+      out = F.instance_norm(x, self.stored_mean, self.stored_var, None, None, self.training, 0.1,
+                            self.eps)
+    elif self.norm_style == 'ln':
+      out = F.group_norm(x, 1, eps=self.eps)
+    elif self.norm_style.startswith('gn'):
+      out = groupnorm(x, self.norm_style, eps=self.eps)
+    else:  # nonorm
+      out = x
+    return out * gain + bias
+
+  def extra_repr(self):
+    return 'out: {output_size}, in: {input_size}, cross_replica={cross_replica}'.format(
+        **self.__dict__)
+
+
+class bn(nn.Module):
+  """Unconditional BN with learned gain and bias (G's output layer)."""
+
+  def __init__(self, output_size, eps=1e-5, momentum=0.1, cross_replica=False, mybn=False):
+    super(bn, self).__init__()
+    self.output_size = output_size
+    self.gain = P(torch.ones(output_size), requires_grad=True)
+    self.bias = P(torch.zeros(output_size), requires_grad=True)
+    self.eps = eps
+    self.momentum = momentum
+    self.cross_replica = cross_replica
+    self.mybn = mybn
+    if cross_replica:
+      self.bn = CrossReplicaBN(output_size, eps=self.eps, momentum=self.momentum)
+    elif mybn:
+      self.bn = myBN(output_size, self.eps, self.momentum)
+    else:
+      self.register_buffer('stored_mean', torch.zeros(output_size))
+      self.register_buffer('stored_var', torch.ones(output_size))
+
+  def forward(self, x, y=None):
+    gain = self.gain.view(1, -1, 1, 1)
+    bias = self.bias.view(1, -1, 1, 1)
+    if self.mybn:
+      return self.bn(x, gain=gain, bias=bias)
+    if self.cross_replica:
+      return self.bn(x) * gain + bias
+    return F.batch_norm(x, self.stored_mean, self.stored_var, self.gain, self.bias, self.training,
+                        self.momentum, self.eps)
+
+
+class identity(nn.Module):
+  def forward(self, input):
+    return input
+
+
+# ---------------------------------------------------------------------------------------------
+# Residual blocks
+# ---------------------------------------------------------------------------------------------
+
+
+class GBlock(nn.Module):
+  """G's residual block: bn-act-(upsample)-conv-bn-act-conv plus a (1x1 conv) shortcut."""
+
+  def __init__(self, in_channels, out_channels, which_conv=nn.Conv2d, which_bn=bn, activation=None,
+               upsample=None):
+    super(GBlock, self).__init__()
+    self.in_channels, self.out_channels = in_channels, out_channels
+    self.which_conv, self.which_bn = which_conv, which_bn
+    self.activation = activation
+    self.upsample = upsample
+    self.conv1 = self.which_conv(self.in_channels, self.out_channels)
+    self.conv2 = self.which_conv(self.out_channels, self.out_channels)
+    self.learnable_sc = in_channels != out_channels or bool(upsample)
+    if self.learnable_sc:
+      self.conv_sc = self.which_conv(in_channels, out_channels, kernel_size=1, padding=0)
+    self.bn1 = self.which_bn(in_channels)
+    self.bn2 = self.which_bn(out_channels)
+
+  def forward(self, x, y):
+    h = self.activation(self.bn1(x, y))
+    if self.upsample:
+      h = self.upsample(h)
+      x = self.upsample(x)
+    h = self.conv1(h)
+    h = self.activation(self.bn2(h, y))
+    h = self.conv2(h)
+    if self.learnable_sc:
+      x = self.conv_sc(x)
+    return h + x
+
+
+class DBlock(nn.Module):
+  """D's residual block: (relu)-conv-act-conv-(downsample) plus a (1x1 conv) shortcut."""
+
+  def __init__(self, in_channels, out_channels, which_conv=SNConv2d, wide=True,
+               preactivation=False, activation=None, downsample=None):
+    super(DBlock, self).__init__()
+    self.in_channels, self.out_channels = in_channels, out_channels
+    self.hidden_channels = self.out_channels if wide else self.in_channels
+    self.which_conv = which_conv
+    self.preactivation = preactivation
+    self.activation = activation
+    self.downsample = downsample
+    self.conv1 = self.which_conv(self.in_channels, self.hidden_channels)
+    self.conv2 = self.which_conv(self.hidden_channels, self.out_channels)
+    self.learnable_sc = (in_channels != out_channels) or bool(downsample)
+    if self.learnable_sc:
+      self.conv_sc = self.which_conv(in_channels, out_channels, kernel_size=1, padding=0)
+
+  def shortcut(self, x):
+    if self.preactivation:
+      if self.learnable_sc:
+        x = self.conv_sc(x)
+      if self.downsample:
+        x = self.downsample(x)
+    else:
+      if self.downsample:
+        x = self.downsample(x)
+      if self.learnable_sc:
+        x = self.conv_sc(x)
+    return x
+
+  def forward(self, x):
+    # The original applies a plain ReLU here whatever D_nl is; kept for identical numbers.
+    h = F.relu(x) if self.preactivation else x
+    h = self.conv1(h)
+    h = self.conv2(self.activation(h))
+    if self.downsample:
+      h = self.downsample(h)
+    return h + self.shortcut(x)
+
+
+def upsample_nearest2x(x):
+  """Nearest-neighbour x2 upsampling (the original's F.interpolate(scale_factor=2))."""
+  return F.interpolate(x, scale_factor=2)
+
+
+def which_layers(param, num_svs, num_itrs, eps):
+  """(conv 3x3, linear, embedding) constructors: spectrally normalised for param 'SN', else plain."""
+  if param == 'SN':
+    sn = dict(num_svs=num_svs, num_itrs=num_itrs, eps=eps)
+    return (functools.partial(SNConv2d, kernel_size=3, padding=1, **sn),
+            functools.partial(SNLinear, **sn),
+            functools.partial(SNEmbedding, **sn))
+  return functools.partial(nn.Conv2d, kernel_size=3, padding=1), nn.Linear, nn.Embedding
+
+
+INIT_STYLES = ('ortho', 'N02', 'glorot', 'xavier')
+
+
+def init_weights(model, init):
+  """Re-initialise the weight of every conv, linear and embedding (biases keep PyTorch's default),
+  in module order as the original, so one seed gives the original's weights. Returns the number of
+  parameters of those layers (the original printed it)."""
+  if init not in INIT_STYLES:
+    raise ValueError('unknown init %r; use one of %s' % (init, ', '.join(INIT_STYLES)))
+  param_count = 0
+  for module in model.modules():
+    if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
+      if init == 'ortho':
+        nn.init.orthogonal_(module.weight)
+      elif init == 'N02':
+        nn.init.normal_(module.weight, 0, 0.02)
+      else:
+        nn.init.xavier_uniform_(module.weight)
+      param_count += sum(p.numel() for p in module.parameters())
+  return param_count

@@ -1,0 +1,121 @@
+"""The flag parser: every original flag with its dest and default, the original launch scripts,
+experiment names."""
+import glob
+import os
+import re
+import shlex
+
+import pytest
+
+import utils
+
+# name: (dest, default) of all 98 flags of the original prepare_parser() + add_sample_parser().
+ORIGINAL_FLAGS = {
+    'dataset': 'I128_hdf5', 'augment': False, 'num_workers': 8, 'no_pin_memory': ('pin_memory', True),
+    'shuffle': False, 'load_in_mem': False, 'use_multiepoch_sampler': False,
+    'model': 'BigGAN', 'G_param': 'SN', 'D_param': 'SN', 'G_ch': 64, 'D_ch': 64, 'G_depth': 1,
+    'D_depth': 1, 'D_thin': ('D_wide', True), 'G_shared': False, 'shared_dim': 0, 'dim_z': 128,
+    'z_var': 1.0, 'hier': False, 'cross_replica': False, 'mybn': False, 'G_nl': 'relu',
+    'D_nl': 'relu', 'G_attn': '64', 'D_attn': '64', 'norm_style': 'bn',
+    'seed': 0, 'G_init': 'ortho', 'D_init': 'ortho', 'skip_init': False,
+    'G_lr': 5e-5, 'D_lr': 2e-4, 'G_B1': 0.0, 'D_B1': 0.0, 'G_B2': 0.999, 'D_B2': 0.999,
+    'adam_eps': 1e-8,
+    'batch_size': 64, 'G_batch_size': 0, 'num_G_accumulations': 1, 'num_D_steps': 2,
+    'num_D_accumulations': 1, 'split_D': False, 'num_epochs': 100, 'parallel': False,
+    'G_fp16': False, 'D_fp16': False, 'G_mixed_precision': False, 'D_mixed_precision': False,
+    'accumulate_stats': False, 'num_standing_accumulations': 16,
+    'G_eval_mode': False, 'save_every': 2000, 'num_save_copies': 2, 'num_best_copies': 2,
+    'which_best': 'IS', 'no_fid': False, 'test_every': 5000, 'num_inception_images': 50000,
+    'hashname': False, 'base_root': '', 'data_root': 'data', 'weights_root': 'weights',
+    'logs_root': 'logs', 'samples_root': 'samples', 'pbar': 'mine', 'name_suffix': '',
+    'experiment_name': '', 'config_from_name': False,
+    'ema': False, 'ema_decay': 0.9999, 'use_ema': False, 'ema_start': 0,
+    'BN_eps': 1e-5, 'SN_eps': 1e-8, 'num_G_SVs': 1, 'num_D_SVs': 1, 'num_G_SV_itrs': 1,
+    'num_D_SV_itrs': 1, 'G_ortho': 0.0, 'D_ortho': 0.0, 'toggle_grads': True,
+    'which_train_fn': 'GAN', 'load_weights': '', 'resume': False,
+    'logstyle': '%3.3e', 'log_G_spectra': False, 'log_D_spectra': False, 'sv_log_interval': 10,
+    'sample_npz': False, 'sample_num_npz': 50000, 'sample_sheets': False, 'sample_interps': False,
+    'sample_sheet_folder_num': -1, 'sample_random': False, 'sample_trunc_curves': '',
+    'sample_inception_metrics': False,
+}
+
+
+def parser():
+  return utils.add_sample_parser(utils.prepare_parser())
+
+
+def test_every_original_flag_with_its_dest_and_default():
+  assert len(ORIGINAL_FLAGS) == 98
+  actions = {a.option_strings[0][2:]: a for a in parser()._actions if a.option_strings
+             and a.dest != 'help'}
+  for flag, expected in ORIGINAL_FLAGS.items():
+    dest, default = expected if isinstance(expected, tuple) else (flag, expected)
+    assert flag in actions, flag
+    assert (actions[flag].dest, actions[flag].default) == (dest, default), flag
+  new = set(actions) - set(ORIGINAL_FLAGS)
+  assert all(actions[f].help.startswith('(new)') for f in new), new
+  assert all(actions[f].help for f in actions)
+
+
+def launch_commands(repo_root):
+  """(script, argv) of every python train.py/sample.py call in scripts/*.sh."""
+  for path in sorted(glob.glob(os.path.join(repo_root, 'scripts', '*.sh'))):
+    text = open(path).read().replace('\\\n', ' ')
+    for line in text.splitlines():
+      match = re.search(r'python3? (train|sample)\.py(.*)', line)
+      if match and 'torchrun' not in line:
+        yield os.path.basename(path), shlex.split(match.group(2).replace('"$@"', ''))
+
+
+def test_original_launch_scripts_parse(repo_root):
+  originals = {'launch_BigGAN_bs256x8.sh', 'launch_BigGAN_bs512x4.sh',
+               'launch_BigGAN_ch64_bs256x8.sh', 'launch_BigGAN_deep.sh',
+               'launch_SAGAN_bs128x2_ema.sh', 'launch_SNGAN.sh', 'launch_cifar_ema.sh',
+               'sample_BigGAN_bs256x8.sh', 'sample_cifar_ema.sh'}
+  seen = set()
+  for script, argv in launch_commands(repo_root):
+    parser().parse_args(argv)
+    seen.add(script)
+  assert originals <= seen
+
+
+def test_released_experiment_name(repo_root):
+  argv = dict(launch_commands(repo_root))['launch_BigGAN_bs256x8.sh']
+  config = vars(parser().parse_args(argv))
+  assert utils.name_from_config(config) == (
+      'BigGAN_I128_hdf5_seed0_Gch96_Dch96_bs256_nDa8_nGa8_Glr1.0e-04_Dlr4.0e-04_'
+      'Gnlinplace_relu_Dnlinplace_relu_Ginitortho_Dinitortho_Gattn64_Dattn64_Gshared_hier_ema')
+
+
+def test_name_rule_covers_every_optional_part():
+  config = vars(parser().parse_args(shlex.split(
+      '--dataset C10 --model BigGANdeep --G_depth 2 --D_depth 3 --G_fp16 --D_fp16 --num_D_steps 1 '
+      '--G_B1 0.5 --G_B2 0.99 --D_B1 0.1 --D_B2 0.9 --G_param P --D_param Q --G_attn 0 '
+      '--G_ortho 1e-4 --D_ortho 2e-4 --norm_style gn --cross_replica --name_suffix run1')))
+  assert utils.name_from_config(config) == (
+      'BigGAN_C10_BigGANdeep_seed0_Gch64_Dch64_Gd2_Dd3_bs64_Gfp16_Dfp16_Glr5.0e-05_Dlr2.0e-04_'
+      'GB0.500_GBB0.990_DB0.100_DBB0.900_Gnlrelu_Dnlrelu_Ginitortho_Dinitortho_GP_DQ_Dattn64_'
+      'Gortho1.0e-04_Dortho2.0e-04_gn_cr_run1')
+
+
+def test_hashname_is_deterministic_and_short():
+  config = vars(parser().parse_args(['--hashname']))
+  name = utils.name_from_config(config)
+  assert name == utils.name_from_config(dict(config))
+  assert name == utils.hashname(utils.name_from_config({**config, 'hashname': False}))
+  assert re.fullmatch(r'[a-z]+_[a-z]+_\d{4}', name)
+  assert utils.hashname('a') != utils.hashname('b')
+
+
+def test_toggle_grads_can_be_switched_off():
+  assert parser().parse_args([]).toggle_grads is True
+  assert parser().parse_args(['--toggle_grads']).toggle_grads is True
+  assert parser().parse_args(['--no_toggle_grads']).toggle_grads is False
+
+
+@pytest.mark.parametrize('base', ['', '/tmp/x'])
+def test_base_root(base):
+  config = utils.update_config_roots(vars(parser().parse_args(['--base_root', base])))
+  expected = {k: (os.path.join(base, k) if base else k)
+              for k in ['data', 'weights', 'logs', 'samples']}
+  assert {k: config[k + '_root'] for k in expected} == expected
