@@ -1,0 +1,230 @@
+"""Bad and unusual input to the data pipeline: one-line errors, logged skips, nothing half
+written."""
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import datasets
+import errors
+import make_hdf5
+
+
+def save(path, array, mode=None, **kwargs):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(array, mode).save(path, **kwargs) if mode else Image.fromarray(array).save(path)
+
+
+def rgb(seed, size=16):
+  return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+# --- Folders -------------------------------------------------------------------------------------
+
+
+def test_folder_layout_errors(tmp_path):
+  with pytest.raises(errors.UserError, match='unknown --dataset'):
+    datasets.dataset_info(str(tmp_path / 'missing'), resolution=16)
+  with pytest.raises(errors.UserError, match='does not exist'):
+    datasets.get_data_loaders('I32', str(tmp_path), num_workers=0)
+  with pytest.raises(errors.UserError, match='does not exist.*make_hdf5'):
+    datasets.get_data_loaders('I32_hdf5', str(tmp_path), num_workers=0)
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  with pytest.raises(errors.UserError, match='no class subfolders'):
+    datasets.dataset_info(str(empty), resolution=16)
+  save(str(tmp_path / 'flat' / 'a.png'), rgb(0))
+  with pytest.raises(errors.UserError, match='holds images but no class subfolders'):
+    datasets.dataset_info(str(tmp_path / 'flat'), resolution=16)
+  save(str(tmp_path / 'uneven' / 'cat' / 'a.png'), rgb(0))
+  (tmp_path / 'uneven' / 'dog').mkdir()
+  (tmp_path / 'uneven' / 'dog' / 'notes.txt').write_text('no images here')
+  with pytest.raises(errors.UserError, match='dog has no images'):
+    datasets.get_data_loaders(str(tmp_path / 'uneven'), resolution=16, num_workers=0)
+  with pytest.raises(errors.UserError, match='fewer than one batch'):
+    datasets.EpochSampler(range(3), 4)
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path, capfd):
+  root = tmp_path / 'data'
+  for i in range(4):
+    save(str(root / ('c%d' % (i % 2)) / ('%d.png' % i)), rgb(i))
+  (root / 'c0' / 'garbage.jpg').write_bytes(b'not an image at all')
+  whole = root / 'c1' / 'whole.png'
+  save(str(whole), rgb(9, 64))
+  (root / 'c1' / 'truncated.png').write_bytes(whole.read_bytes()[:300])
+  whole.unlink()
+  out = str(tmp_path / 'out.hdf5')
+  make_hdf5.main(['--dataset', str(root), '--resolution', '16', '--out', out, '--num_workers', '2',
+                  '--batch_size', '3'])
+  assert capfd.readouterr().err.count("warning: skipping unreadable image") == 2
+  with h5py.File(out, 'r') as f:
+    assert len(f['imgs']) == 4 and f.attrs['skipped'] == 2
+    assert f['labels'][:].tolist() == [0, 0, 1, 1]
+  # The training loader replaces an unreadable image by the next readable one, and counts it.
+  folder = datasets.open_dataset(str(root), resolution=16)
+  bad = [i for i in range(len(folder)) if 'garbage' in folder.path(i) or 'trunc' in folder.path(i)]
+  assert len(bad) == 2
+  x, y = folder[bad[0]]
+  assert torch.equal(x, folder[bad[0] + 1][0]) and folder.num_skipped == 1
+  assert sum(1 for _ in datasets.get_data_loaders(str(root), resolution=16, batch_size=2,
+                                                   num_workers=0)[0]) == 3
+
+
+def test_image_modes_are_converted(tmp_path):
+  gray = np.random.default_rng(0).integers(0, 256, (16, 16), dtype=np.uint8)
+  rgba = np.random.default_rng(1).integers(0, 256, (16, 16, 4), dtype=np.uint8)
+  deep = np.random.default_rng(2).integers(0, 65536, (16, 16), dtype=np.uint16)
+  cmyk = Image.fromarray(rgb(3)).convert('CMYK')
+  save(str(tmp_path / 'a' / '0_gray.png'), gray)
+  save(str(tmp_path / 'a' / '1_rgba.png'), rgba)
+  save(str(tmp_path / 'a' / '2_deep.png'), deep)
+  cmyk.save(str(tmp_path / 'a' / '3_cmyk.jpg'), quality=100)
+  alpha = rgba[..., 3:].astype(np.float64) / 255
+  expected = [
+      np.repeat(gray[..., None], 3, 2),
+      np.round(rgba[..., :3] * alpha + 255 * (1 - alpha)),  # composited on white
+      np.repeat(np.round(deep / 257.0)[..., None], 3, 2),  # 16 bit scaled, not clipped
+      np.asarray(Image.open(tmp_path / 'a' / '3_cmyk.jpg').convert('RGB')),
+  ]
+  data = datasets.open_dataset(str(tmp_path), resolution=16)
+  assert [os.path.basename(data.path(i)) for i in range(4)] == ['0_gray.png', '1_rgba.png',
+                                                                '2_deep.png', '3_cmyk.jpg']
+  for i, reference in enumerate(expected):
+    pixels, _ = data.read(i)
+    assert pixels.shape == (3, 16, 16)
+    assert np.abs(pixels.transpose(1, 2, 0).astype(int) - reference).max() <= 1
+
+
+def test_small_images_are_upscaled_with_one_warning(tmp_path, capsys):
+  for i in range(3):
+    save(str(tmp_path / 'a' / ('%d.png' % i)), rgb(i, 8))
+  datasets._warned.clear()
+  data = datasets.open_dataset(str(tmp_path), resolution=20)
+  for i in range(3):
+    x, _ = data[i]
+    reference = Image.fromarray(rgb(i, 8)).resize((20, 20), Image.BILINEAR)
+    assert torch.equal(x, datasets.to_float(np.asarray(reference).transpose(2, 0, 1)))
+  assert capsys.readouterr().err.count('smaller than 20 px') == 1
+
+
+# --- HDF5 ----------------------------------------------------------------------------------------
+
+
+def test_truncated_and_foreign_hdf5_files(tmp_path):
+  good = str(tmp_path / 'good.hdf5')
+  with h5py.File(good, 'w') as f:
+    f['imgs'] = np.zeros((50, 3, 16, 16), np.uint8)
+    f['labels'] = np.zeros(50, np.int64)
+  truncated = str(tmp_path / 'truncated.hdf5')
+  with open(good, 'rb') as f:
+    blob = f.read()
+  with open(truncated, 'wb') as f:
+    f.write(blob[:len(blob) // 2])
+  (tmp_path / 'text.hdf5').write_text('hello')
+  with h5py.File(tmp_path / 'foreign.hdf5', 'w') as f:
+    f['weights'] = np.zeros(3)
+  with h5py.File(tmp_path / 'float.hdf5', 'w') as f:
+    f['imgs'] = np.zeros((2, 3, 8, 8), np.float32)
+    f['labels'] = np.zeros(2, np.int64)
+  for name, message in [('truncated', 'not a readable HDF5'), ('text', 'not a readable HDF5'),
+                        ('foreign', 'no "imgs" and "labels"'), ('float', 'expected "imgs" uint8')]:
+    path = str(tmp_path / (name + '.hdf5'))
+    with pytest.raises(errors.UserError, match=message):
+      datasets.dataset_info(path)
+    with pytest.raises(errors.UserError, match=message):
+      datasets.get_data_loaders(path, num_workers=0)
+  with pytest.raises(errors.UserError, match='holds 16 px'):
+    datasets.dataset_info(good, resolution=32)
+
+
+def test_make_hdf5_refuses_hdf5_and_leaves_nothing_half_written(tmp_path, monkeypatch):
+  for i in range(12):
+    save(str(tmp_path / 'data' / ('c%d' % (i % 3)) / ('%d.png' % i)), rgb(i))
+  with pytest.raises(errors.UserError, match='already HDF5'):
+    make_hdf5.main(['--dataset', 'I128_hdf5', '--data_root', str(tmp_path)])
+  out = tmp_path / 'data16.hdf5'  # the default name next to the folder
+  out.write_bytes(b'previous contents')
+  real_collate, calls = make_hdf5._collate, []
+
+  def interrupted(items):
+    calls.append(1)
+    if len(calls) == 2:
+      raise KeyboardInterrupt
+    return real_collate(items)
+  monkeypatch.setattr(make_hdf5, '_collate', interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    make_hdf5.main(['--dataset', str(tmp_path / 'data'), '--resolution', '16', '--batch_size', '4',
+                    '--num_workers', '0'])
+  assert out.read_bytes() == b'previous contents'
+  assert sorted(os.listdir(tmp_path)) == ['data', 'data16.hdf5']
+  monkeypatch.setattr(make_hdf5, '_collate', real_collate)
+  assert make_hdf5.main(['--dataset', str(tmp_path / 'data'), '--resolution', '16',
+                         '--num_workers', '0']) == str(out)
+  assert datasets.dataset_info(str(out))['n_classes'] == 3
+
+
+def test_make_hdf5_command_line_error_is_one_line(tmp_path, repo_root):
+  result = subprocess.run([sys.executable, os.path.join(repo_root, 'make_hdf5.py'), '--dataset',
+                           str(tmp_path / 'nowhere'), '--resolution', '16'],
+                          capture_output=True, text=True, cwd=str(tmp_path))
+  assert result.returncode == 2
+  assert result.stderr.startswith('error: unknown --dataset') and result.stderr.count('\n') == 1
+  assert os.listdir(tmp_path) == []
+
+
+# --- CIFAR ---------------------------------------------------------------------------------------
+
+
+def write_fake_cifar10(folder, n_per_batch=6):
+  os.makedirs(folder, exist_ok=True)
+  rng = np.random.default_rng(0)
+  images, labels = [], []
+  for i in range(1, 6):
+    batch = {'data': rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+             'labels': rng.integers(0, 10, n_per_batch).tolist()}
+    with open(os.path.join(folder, 'data_batch_%d' % i), 'wb') as f:
+      pickle.dump(batch, f)
+    images.append(batch['data'])
+    labels += batch['labels']
+  with open(os.path.join(folder, 'batches.meta'), 'wb') as f:
+    pickle.dump({'label_names': ['class%d' % c for c in range(10)]}, f)
+  return np.concatenate(images).reshape(-1, 3, 32, 32), np.array(labels)
+
+
+def test_cifar_from_local_files(tmp_path):
+  images, labels = write_fake_cifar10(str(tmp_path / 'cifar' / 'cifar-10-batches-py'))
+  info = datasets.dataset_info('C10', str(tmp_path))
+  assert info['class_names'][3] == 'class3' and info['n_classes'] == 10
+  loader = datasets.get_data_loaders('C10', str(tmp_path), batch_size=5, num_workers=0,
+                                     shuffle=False)[0]
+  x, y = map(torch.cat, zip(*loader))
+  assert torch.equal(x, ((torch.from_numpy(images).float() / 255) - 0.5) * 2)
+  assert y.tolist() == labels.tolist()
+  # Augment: zero padding of 4, a random 32 px crop, a random flip (as the original).
+  data = datasets.open_dataset('C10', str(tmp_path), augment=True)
+  padded = np.pad(images[0], ((0, 0), (4, 4), (4, 4)))
+  windows = [datasets.to_float(padded[:, t:t + 32, l:l + 32]) for t in range(9) for l in range(9)]
+  for draw in range(10):
+    x, _ = data[(0, (0, draw))]
+    assert any(torch.equal(x, w) or torch.equal(x, w.flip(-1)) for w in windows)
+
+
+def test_cifar_download_path_and_offline_error(tmp_path, monkeypatch):
+  monkeypatch.setattr(datasets.CIFAR10, 'url', 'http://127.0.0.1:9/cifar-10-python.tar.gz')
+  with pytest.raises(errors.UserError, match='data_batch_1.*download it'):
+    datasets.get_data_loaders('C10', str(tmp_path), num_workers=0)
+  # An archive already in data_root/cifar goes through torchvision's check-and-extract path.
+  write_fake_cifar10(str(tmp_path / 'build' / 'cifar-10-batches-py'))
+  os.makedirs(tmp_path / 'cifar', exist_ok=True)  # the failed download made it
+  with tarfile.open(tmp_path / 'cifar' / 'cifar-10-python.tar.gz', 'w:gz') as tar:
+    tar.add(str(tmp_path / 'build' / 'cifar-10-batches-py'), arcname='cifar-10-batches-py')
+  monkeypatch.setattr(datasets.CIFAR10, 'md5', None)
+  assert len(datasets.open_dataset('C10', str(tmp_path))) == 30
