@@ -242,17 +242,25 @@ class G_D(nn.Module):
     self.G = G
     self.D = D
 
+  # DDP replicas of G and D, set by distributed.wrap: the one being trained runs through its
+  # replica (which averages its gradients over processes), the other one directly.
+  replicas = {}
+
   def forward(self, z, gy, x=None, dy=None, train_G=False, return_G_z=False, split_D=False):
     with torch.set_grad_enabled(train_G):
-      G_z = self.G(z, self.G.shared(gy))
+      if train_G and 'G' in self.replicas:
+        G_z = self.replicas['G'](z, gy)
+      else:
+        G_z = self.G(z, self.G.shared(gy))
+    D = self.replicas['D'] if not train_G and 'D' in self.replicas else self.D
     if split_D:
-      D_fake = self.D(G_z, gy)
+      D_fake = D(G_z, gy)
       if x is not None:
-        return D_fake, self.D(x, dy)
+        return D_fake, D(x, dy)
       return (D_fake, G_z) if return_G_z else D_fake
     D_input = torch.cat([G_z, x], 0) if x is not None else G_z
     D_class = torch.cat([gy, dy], 0) if dy is not None else gy
-    D_out = self.D(D_input, D_class)
+    D_out = D(D_input, D_class)
     if x is not None:
       return torch.split(D_out, [G_z.shape[0], x.shape[0]])  # D_fake, D_real
     return (D_out, G_z) if return_G_z else D_out

@@ -3,6 +3,7 @@
 Module names, buffer names and registration order match the original BigGAN-PyTorch exactly, so its
 checkpoints load and the same seed gives the same initial weights.
 """
+import contextlib
 import functools
 
 import torch
@@ -218,10 +219,19 @@ class myBN(nn.Module):
       return out
     mean = self.stored_mean.view(1, -1, 1, 1)
     var = self.stored_var.view(1, -1, 1, 1)
-    if self.accumulate_standing:
+    # Standing sums (also in checkpoints the original saved after accumulating) are averaged.
+    if self.accumulate_standing or self.accumulation_counter.item() > 0:
       mean = mean / self.accumulation_counter
       var = var / self.accumulation_counter
     return fused_bn(x, mean, var, gain, bias, self.eps)
+
+  def finish_standing(self):
+    """Turn the standing sums into statistics, so that training can go on from them."""
+    if self.accumulation_counter.item() > 0:
+      self.stored_mean /= self.accumulation_counter
+      self.stored_var /= self.accumulation_counter
+    self.accumulation_counter.zero_()
+    self.accumulate_standing = False
 
 
 class CrossReplicaBN(nn.SyncBatchNorm):
@@ -235,10 +245,14 @@ class CrossReplicaBN(nn.SyncBatchNorm):
   def __init__(self, num_features, eps=1e-5, momentum=0.1):
     super(CrossReplicaBN, self).__init__(num_features, eps=eps, momentum=momentum, affine=False)
 
+  sync = True  # switched off by local_batch_statistics()
+
   def forward(self, x):
-    distributed = (self.training and dist.is_available() and dist.is_initialized()
-                   and dist.get_world_size() > 1)
-    if not distributed or x.is_cuda:
+    distributed = (self.training and CrossReplicaBN.sync and dist.is_available()
+                   and dist.is_initialized() and dist.get_world_size() > 1)
+    if not distributed:
+      return nn.modules.batchnorm._BatchNorm.forward(self, x)
+    if x.is_cuda:
       return super(CrossReplicaBN, self).forward(x)
     from torch.distributed.nn.functional import all_reduce
     float_x = x if x.dtype == torch.float64 else x.float()
@@ -250,11 +264,58 @@ class CrossReplicaBN(nn.SyncBatchNorm):
     var = all_reduce((centered * centered).sum([0, 2, 3])) / total
     with torch.no_grad():
       self.num_batches_tracked += 1
-      self.running_mean.mul_(1 - self.momentum).add_(mean.detach() * self.momentum)
+      factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+      self.running_mean.mul_(1 - factor).add_(mean.detach().to(self.running_mean.dtype) * factor)
       unbiased = var.detach() * total / max(float(total) - 1.0, 1.0)
-      self.running_var.mul_(1 - self.momentum).add_(unbiased * self.momentum)
+      self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype) * factor)
     out = centered * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)
     return out.to(x.dtype)
+
+
+def _momentum(module):
+  """BN momentum; while accumulating standing statistics, 1/k on the k-th batch (an equal-weight
+  average of the batch statistics)."""
+  count = getattr(module, 'standing_count', None)
+  if count is None or not module.training:
+    return module.momentum
+  module.standing_count = count + 1
+  return 1.0 / module.standing_count
+
+
+def begin_standing_stats(net):
+  """Reset every BN's statistics; train-mode passes then average their batch statistics."""
+  for m in net.modules():
+    if isinstance(m, myBN):
+      m.reset_stats()
+      m.accumulate_standing = True
+    elif isinstance(m, CrossReplicaBN):
+      m.reset_running_stats()
+      m.standing_momentum, m.momentum = m.momentum, None  # PyTorch's cumulative average
+    elif isinstance(m, (ccbn, bn)) and hasattr(m, 'stored_mean'):
+      m.stored_mean.zero_()
+      m.stored_var.zero_()
+      m.standing_count = 0
+
+
+def end_standing_stats(net):
+  for m in net.modules():
+    if isinstance(m, myBN):
+      m.finish_standing()
+    elif isinstance(m, CrossReplicaBN) and hasattr(m, 'standing_momentum'):
+      m.momentum = m.standing_momentum
+      del m.standing_momentum
+    elif isinstance(m, (ccbn, bn)):
+      m.standing_count = None
+
+
+@contextlib.contextmanager
+def local_batch_statistics():
+  """Cross-replica BN uses this process's batch alone, e.g. while only one process samples."""
+  previous, CrossReplicaBN.sync = CrossReplicaBN.sync, False
+  try:
+    yield
+  finally:
+    CrossReplicaBN.sync = previous
 
 
 def groupnorm(x, norm_style, eps=1e-5):
@@ -308,11 +369,11 @@ class ccbn(nn.Module):
     if self.cross_replica:
       out = self.bn(x)
     elif self.norm_style == 'bn':
-      out = F.batch_norm(x, self.stored_mean, self.stored_var, None, None, self.training, 0.1,
-                         self.eps)
+      out = F.batch_norm(x, self.stored_mean, self.stored_var, None, None, self.training,
+                         _momentum(self), self.eps)
     elif self.norm_style == 'in':
-      out = F.instance_norm(x, self.stored_mean, self.stored_var, None, None, self.training, 0.1,
-                            self.eps)
+      out = F.instance_norm(x, self.stored_mean, self.stored_var, None, None, self.training,
+                            _momentum(self), self.eps)
     elif self.norm_style == 'ln':
       out = F.group_norm(x, 1, eps=self.eps)
     elif self.norm_style.startswith('gn'):
@@ -354,7 +415,7 @@ class bn(nn.Module):
     if self.cross_replica:
       return self.bn(x) * gain + bias
     return F.batch_norm(x, self.stored_mean, self.stored_var, self.gain, self.bias, self.training,
-                        self.momentum, self.eps)
+                        _momentum(self), self.eps)
 
 
 class identity(nn.Module):

@@ -5,13 +5,24 @@ launch scripts run unchanged; flags this project adds are marked "(new)" in thei
 The config flows as in the original: argparse -> vars() -> dict -> **config.
 
     parser = utils.prepare_parser()
-    config = vars(parser.parse_args())
+    config = utils.prepare_config(vars(parser.parse_args()))
+
+Also here: the original's small training helpers (seed_rng, toggle_grad, ortho, ema, ...), and,
+re-exported under their original utils.* names, the pieces that now live in their own modules
+(datasets, sampling, checkpoints, logger).
 """
 import argparse
+import datetime
 import hashlib
+import importlib
 import os
+import random
 
+import numpy as np
+import torch
 import torch.nn as nn
+
+from errors import UserError
 
 # ---------------------------------------------------------------------------------------------
 # Flags
@@ -94,6 +105,11 @@ def prepare_parser():
   add('--norm_style', type=str, default='bn',
       help='Normalization in G\'s conditional BN: bn, in (instance), ln (layer), gn (group, also '
            'gn_grp_{groups} or gn_ch_{channels}), nonorm (default: %(default)s)')
+  add('--G_tfhub', action='store_true', default=False,
+      help='(new) BigGANdeep only: G as DeepMind\'s TF-Hub biggan-deep modules, whose weights '
+           'TFHub/converter.py writes (output conv with G_ch channels of which the first 3 are '
+           'RGB; BN statistics for 51 truncations, chosen by G.set_truncation) '
+           '(default: %(default)s)')
   add('--loss', type=str, default='hinge', choices=['hinge', 'dcgan'],
       help='(new) GAN loss: hinge (BigGAN) or dcgan (non-saturating) (default: %(default)s)')
 
@@ -379,3 +395,193 @@ def update_config_roots(config):
     for key in ['weights', 'logs', 'samples', 'data']:
       config['%s_root' % key] = os.path.join(config['base_root'], key)
   return config
+
+
+def prepare_root(config):
+  """Create the output roots (the original's name); an unusable one is a UserError."""
+  for key in ['weights_root', 'logs_root', 'samples_root']:
+    if not os.path.exists(config[key]):
+      print('Making directory %s for %s...' % (config[key], key))
+    try:
+      os.makedirs(config[key], exist_ok=True)
+      probe = os.path.join(config[key], '.write_test_%d' % os.getpid())
+      open(probe, 'w').close()
+      os.remove(probe)
+    except OSError as e:
+      raise UserError('--%s %s is not a writable folder (%s); choose another --%s or --base_root'
+                      % (key, config[key], e.strerror or e, key))
+
+
+# ---------------------------------------------------------------------------------------------
+# Deriving and checking the config
+# ---------------------------------------------------------------------------------------------
+
+
+def load_model_module(name):
+  """--model names a module next to train.py (BigGAN, BigGANdeep, or the user's own file)."""
+  try:
+    return importlib.import_module(name)
+  except ModuleNotFoundError as e:
+    if e.name != name:
+      raise
+    raise UserError('unknown --model %s: there is no %s.py; use BigGAN or BigGANdeep' % (name, name))
+
+
+def _check(condition, message):
+  if not condition:
+    raise UserError(message)
+
+
+def check_config(config):
+  """Refuse contradictory or impossible flags before any work starts."""
+  for key in ['batch_size', 'num_D_steps', 'num_D_accumulations', 'num_G_accumulations',
+              'G_ch', 'D_ch', 'dim_z', 'num_G_SVs', 'num_D_SVs', 'num_G_SV_itrs',
+              'num_D_SV_itrs', 'G_depth', 'D_depth']:
+    _check(config[key] >= 1, '--%s must be at least 1 (got %s)' % (key, config[key]))
+  for key in ['G_batch_size', 'num_workers', 'num_iters', 'ema_start', 'num_save_copies']:
+    _check(config[key] >= 0, '--%s must not be negative (got %s)' % (key, config[key]))
+  for key in ['save_every', 'test_every']:
+    _check(config[key] >= 1, '--%s must be at least 1 iteration (got %s)' % (key, config[key]))
+  _check(config['num_best_copies'] >= 1, '--num_best_copies must be at least 1')
+  _check(not config['use_ema'] or config['ema'],
+         '--use_ema samples with G_ema, which only exists with --ema: add --ema or drop --use_ema')
+  for side in 'GD':
+    _check(config[side + '_nl'] in activation_dict, '--%s_nl %s is unknown; use one of %s'
+           % (side, config[side + '_nl'], ', '.join(activation_dict)))
+    _check(config[side + '_init'] in ('ortho', 'N02', 'glorot', 'xavier'),
+           '--%s_init %s is unknown; use ortho, N02, glorot or xavier'
+           % (side, config[side + '_init']))
+    for res in str(config[side + '_attn']).split('_'):
+      _check(res.isdigit(), '--%s_attn %s must be resolutions joined by _, e.g. 32_64, or 0'
+             % (side, config[side + '_attn']))
+  _check(config['which_best'] in ('IS', 'FID'), '--which_best must be IS or FID')
+  _check(config['pbar'] in ('mine', 'tqdm'), '--pbar must be mine or tqdm')
+  _check(config['norm_style'].split('_')[0] in ('bn', 'in', 'ln', 'gn', 'nonorm'),
+         '--norm_style %s is unknown; use bn, in, ln, gn or nonorm' % config['norm_style'])
+  _check(not config['hier'] or config['G_shared'],
+         '--hier concatenates z chunks to the shared embedding: add --G_shared')
+  _check(config['ema_decay'] >= 0 and config['ema_decay'] <= 1, '--ema_decay must be in [0, 1]')
+
+
+def prepare_config(config):
+  """Everything train.py and sample.py derive from the flags, as the original's run() did:
+  roots, resolution, n_classes, activations; then checks. Returns the same dict."""
+  import datasets
+  config = update_config_roots(config)
+  info = datasets.dataset_info(config['dataset'], config['data_root'], config.get('resolution', 0))
+  config['resolution'] = info['resolution']
+  config['n_classes'] = info['n_classes']
+  config['dataset_tag'] = info['tag']
+  config['G_activation'] = activation_dict.get(config['G_nl'])
+  config['D_activation'] = activation_dict.get(config['D_nl'])
+  check_config(config)
+  model = load_model_module(config['model'])
+  for arch, side in [(getattr(model, 'G_arch', None), 'G'), (getattr(model, 'D_arch', None), 'D')]:
+    if arch is not None:
+      _check(config['resolution'] in arch(), '%s has no %s architecture for resolution %d; '
+             'available: %s' % (config['model'], side, config['resolution'],
+                                ', '.join(str(r) for r in sorted(arch()))))
+  old_fp16 = [f for f in ['G_fp16', 'D_fp16', 'G_mixed_precision', 'D_mixed_precision']
+              if config.get(f)]
+  if old_fp16 and config.get('amp', 'off') == 'off':
+    print('Notice: --%s now means --amp fp16 (autocast with fp32 weights and a GradScaler); the '
+          'original\'s pure-fp16 training collapsed.' % ' --'.join(old_fp16))
+    config['amp'] = 'fp16'
+  if config.get('resume'):
+    config['skip_init'] = True  # the weights are loaded anyway
+  return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Training helpers (the original's names and signatures)
+# ---------------------------------------------------------------------------------------------
+
+
+def seed_rng(seed):
+  """Seed Python, numpy and torch (every device)."""
+  random.seed(seed)
+  np.random.seed(seed)
+  torch.manual_seed(seed)
+
+
+def toggle_grad(model, on_or_off):
+  for param in model.parameters():
+    param.requires_grad = on_or_off
+
+
+def _ortho_grads(model, strength, blacklist, off_diagonal):
+  with torch.no_grad():
+    for param in model.parameters():
+      if len(param.shape) < 2 or param.grad is None or any(param is b for b in blacklist):
+        continue
+      w = param.view(param.shape[0], -1)
+      eye = torch.eye(w.shape[0], device=w.device, dtype=w.dtype)
+      gram = torch.mm(w, w.t())
+      gram = gram * (1. - eye) if off_diagonal else gram - eye
+      param.grad.add_(strength * 2 * torch.mm(gram, w).view(param.shape))
+
+
+def ortho(model, strength=1e-4, blacklist=[]):
+  """BigGAN's ortho reg: add the gradient of (strength/2) ||W W^T * (1 - I)||_F^2 to every weight
+  of 2+ dimensions (each flattened to (out, -1)) not in blacklist."""
+  _ortho_grads(model, strength, blacklist, off_diagonal=True)
+
+
+def default_ortho(model, strength=1e-4, blacklist=[]):
+  """The classic ortho reg: the gradient of (strength/2) ||W W^T - I||_F^2."""
+  _ortho_grads(model, strength, blacklist, off_diagonal=False)
+
+
+class ema(object):
+  """target = decay * target + (1 - decay) * source over every state_dict entry (weights and
+  buffers), in one fused update per dtype; before start_itr the decay is 0 (a plain copy)."""
+
+  def __init__(self, source, target, decay=0.9999, start_itr=0):
+    self.source, self.target = source, target
+    self.decay, self.start_itr = decay, start_itr
+    self.source_dict = self.source.state_dict()
+    self.target_dict = self.target.state_dict()
+    print('Initializing EMA parameters to be source parameters...')
+    with torch.no_grad():
+      for key in self.source_dict:
+        self.target_dict[key].copy_(self.source_dict[key])
+    # Groups of (target, source) tensors that one foreach call can update.
+    self.groups = {}
+    for key in self.source_dict:
+      t, s = self.target_dict[key], self.source_dict[key]
+      self.groups.setdefault((t.dtype, t.device, t.is_floating_point()), ([], []))
+      self.groups[(t.dtype, t.device, t.is_floating_point())][0].append(t)
+      self.groups[(t.dtype, t.device, t.is_floating_point())][1].append(s)
+
+  def update(self, itr=None):
+    decay = 0.0 if (itr and itr < self.start_itr) else self.decay
+    with torch.no_grad():
+      for (_, _, floating), (targets, sources) in self.groups.items():
+        if not floating or decay == 0.0:  # counters are copied, not averaged
+          torch._foreach_copy_(targets, sources)
+        else:
+          torch._foreach_mul_(targets, decay)
+          torch._foreach_add_(targets, sources, alpha=1 - decay)
+
+
+def get_SVs(net, prefix):
+  """{'<prefix>_<module_path>_sv<i>': value} of every SN layer's logged singular values."""
+  return {('%s_%s' % (prefix, key)).replace('.', '_'): float(value.item())
+          for key, value in net.state_dict().items() if key.split('.')[-1].startswith('sv')}
+
+
+def write_metadata(logs_root, experiment_name, config, state_dict):
+  """logs_root/<exp>/metalog.txt: when, with which config, from which state."""
+  os.makedirs('%s/%s' % (logs_root, experiment_name), exist_ok=True)
+  with open('%s/%s/metalog.txt' % (logs_root, experiment_name), 'w') as writefile:
+    writefile.write('datetime: %s\n' % str(datetime.datetime.now()))
+    writefile.write('config: %s\n' % str(config))
+    writefile.write('state: %s\n' % str({k: v for k, v in state_dict.items() if k != 'config'}))
+
+
+# The original exposed these from utils.py; they now live in their own modules.
+from datasets import (classes_per_sheet_dict, dset_dict, get_data_loaders,  # noqa: E402,F401
+                      imsize_dict, nclass_dict, root_dict)
+from sampling import (Distribution, accumulate_standing_stats, interp, interp_sheet,  # noqa: E402,F401,E501
+                      prepare_z_y, sample, sample_1hot, sample_sheet)
+from checkpoints import join_strings, load_weights, save_weights  # noqa: E402,F401

@@ -1,0 +1,280 @@
+"""Checkpoints in the original's layout, written atomically and loaded safely.
+
+A save is the set weights_root/<exp>/{G, G_optim, D, D_optim, G_ema, state_dict}{_suffix}.pth,
+exactly the files the original writes and reads (suffixes: '', copy{n}, best{n}).
+
+Atomic: every file of a set is first written in full to <file>.new (flushed and fsynced),
+state_dict last; only then are they renamed over the old files, state_dict last. A crash while
+writing leaves the old set (the .new files are dropped by `recover`); a crash while renaming leaves
+a complete new set on disk under .new names, which `recover` finishes renaming. Either way a loader
+never sees a mixture of two saves.
+
+Safe: every file is read with torch.load(weights_only=True). The original pickled nn.ReLU modules
+(and sometimes numpy scalars) inside state_dict.pth, so exactly those classes are allow-listed; any
+other object in a checkpoint is refused before it can run.
+"""
+import errno
+import os
+import random
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from errors import UserError
+
+MODEL_FILES = ('G', 'G_optim', 'D', 'D_optim', 'G_ema')
+STATE_FILE = 'state_dict'
+NEW = '.new'
+
+
+def join_strings(base_string, strings):
+  return base_string.join([item for item in strings if item])
+
+
+def file_path(root, name, suffix=None):
+  return '%s/%s.pth' % (root, join_strings('_', [name, suffix]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe loading
+# ---------------------------------------------------------------------------------------------
+
+
+def _allowed_globals():
+  """What the original's files may contain besides tensors and plain Python values."""
+  allowed = [nn.ReLU, np.dtype]
+  for name in ('Float64DType', 'Float32DType', 'Int64DType'):
+    if hasattr(np, 'dtypes') and hasattr(np.dtypes, name):
+      allowed.append(getattr(np.dtypes, name))
+  try:
+    from numpy._core.multiarray import scalar
+  except ImportError:  # numpy < 2
+    from numpy.core.multiarray import scalar
+  # Files written under numpy 1.x name the scalar constructor numpy.core.multiarray.scalar.
+  allowed += [scalar, (scalar, 'numpy.core.multiarray.scalar'),
+              (scalar, 'numpy._core.multiarray.scalar')]
+  return allowed
+
+
+def safe_load(path, map_location='cpu'):
+  """torch.load with weights_only=True and the original's classes allow-listed."""
+  try:
+    with torch.serialization.safe_globals(_allowed_globals()):
+      return torch.load(path, map_location=map_location, weights_only=True)
+  except FileNotFoundError:
+    raise UserError('checkpoint file %s does not exist; check --weights_root, --experiment_name '
+                    'and --load_weights' % path)
+  except Exception as e:  # noqa: BLE001 (pickle errors of every kind)
+    if 'weights_only' in str(e) or 'Unsupported global' in str(e):
+      raise UserError('refusing to load %s: it contains Python objects that could run code '
+                      '(%s); only tensors and the original BigGAN-PyTorch config are allowed'
+                      % (path, _first_line_with(str(e), 'GLOBAL') or type(e).__name__))
+    raise UserError('cannot read checkpoint %s (%s: %s); the file is truncated or not a '
+                    'PyTorch checkpoint' % (path, type(e).__name__, str(e).splitlines()[0]
+                                            if str(e) else ''))
+
+
+def _first_line_with(text, word):
+  for line in text.splitlines():
+    if word in line:
+      return line.strip()
+  return ''
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic saving
+# ---------------------------------------------------------------------------------------------
+
+
+def _write(obj, path):
+  with open(path, 'wb') as f:
+    torch.save(obj, f)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _fsync_dir(root):
+  try:
+    fd = os.open(root, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+def plain_config(config):
+  """The config without objects (the original stored nn.ReLU modules, which breaks safe loading
+  and the original's own re-derivation does not need)."""
+  return {k: v for k, v in config.items()
+          if v is None or isinstance(v, (bool, int, float, str, list, tuple, dict))}
+
+
+def plain_state(state_dict):
+  """state_dict.pth contents the original can read and weights_only can load."""
+  out = {}
+  for key, value in state_dict.items():
+    if key == 'config':
+      value = plain_config(value)
+    elif key in ('best_IS', 'best_FID'):
+      value = float(value)
+    out[key] = value
+  return out
+
+
+def save_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=None, G_ema=None):
+  """Write one checkpoint set atomically (the original's signature and files)."""
+  root = '/'.join([weights_root, experiment_name])
+  os.makedirs(root, exist_ok=True)
+  print('Saving weights to %s%s...' % (root, '/' + name_suffix if name_suffix else ''))
+  items = [('G', G.state_dict()), ('G_optim', G.optim.state_dict()),
+           ('D', D.state_dict()), ('D_optim', D.optim.state_dict())]
+  if G_ema is not None:
+    items.append(('G_ema', G_ema.state_dict()))
+  items.append((STATE_FILE, plain_state(state_dict)))
+  paths = [file_path(root, name, name_suffix) for name, _ in items]
+  try:
+    for (_, obj), path in zip(items, paths):
+      _write(obj, path + NEW)
+  except OSError as e:
+    for path in paths:
+      if os.path.exists(path + NEW):
+        os.remove(path + NEW)
+    reason = 'the disk is full' if e.errno == errno.ENOSPC else e.strerror or str(e)
+    raise UserError('could not write checkpoint %s (%s); the previous checkpoint there is intact. '
+                    'Free space or fix permissions, then --resume' % (paths[-1], reason))
+  _fsync_dir(root)
+  for path in paths:  # state_dict last: its rename completes the set
+    os.replace(path + NEW, path)
+  _fsync_dir(root)
+
+
+def recover(root):
+  """Finish or undo any save that was interrupted in `root`. Returns the suffixes touched."""
+  if not os.path.isdir(root):
+    return []
+  touched = []
+  pending = sorted(f for f in os.listdir(root) if f.endswith('.pth' + NEW))
+  suffixes = {_suffix_of(f[:-len(NEW)]) for f in pending}
+  for suffix in suffixes:
+    members = [f for f in pending if _suffix_of(f[:-len(NEW)]) == suffix]
+    state_new = os.path.basename(file_path(root, STATE_FILE, suffix)) + NEW
+    complete = state_new in members
+    for f in sorted(members, key=lambda f: f == state_new):  # state_dict last
+      if complete:
+        os.replace(os.path.join(root, f), os.path.join(root, f[:-len(NEW)]))
+      else:
+        os.remove(os.path.join(root, f))
+    print('%s an interrupted save%s in %s' % ('Completed' if complete else 'Discarded',
+                                              ' (%s)' % suffix if suffix else '', root))
+    touched.append(suffix)
+  return touched
+
+
+def _suffix_of(filename):
+  """'G_ema_copy1.pth' -> 'copy1'; 'G_optim.pth' -> None."""
+  stem = filename[:-len('.pth')]
+  for name in sorted(MODEL_FILES + (STATE_FILE,), key=len, reverse=True):
+    if stem == name:
+      return None
+    if stem.startswith(name + '_'):
+      return stem[len(name) + 1:]
+  return stem
+
+
+def complete_saves(root):
+  """{suffix: itr} of the sets in root that have every file a resume needs."""
+  found = {}
+  if not os.path.isdir(root):
+    return found
+  for f in os.listdir(root):
+    if not f.endswith('.pth') or not f.startswith(STATE_FILE):
+      continue
+    suffix = _suffix_of(f)
+    needed = [file_path(root, name, suffix) for name in ('G', 'G_optim', 'D', 'D_optim')]
+    if all(os.path.exists(p) for p in needed):
+      found[suffix] = int(safe_load(os.path.join(root, f))['itr'])
+  return found
+
+
+def newest_save(weights_root, experiment_name):
+  """The suffix of the newest complete set (None = the plain files), after recovering any
+  interrupted save; UserError if there is none."""
+  root = '/'.join([weights_root, experiment_name])
+  recover(root)
+  saves = complete_saves(root)
+  if not saves:
+    raise UserError('--resume: no complete checkpoint in %s; train without --resume first, or '
+                    'point --weights_root / --experiment_name at an existing run' % root)
+  # Newest iteration; on a tie the plain files, then copies, then bests.
+  order = lambda s: (saves[s], s is None, str(s).startswith('copy'))  # noqa: E731
+  return max(saves, key=order), saves
+
+
+def load_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=None, G_ema=None,
+                 strict=True, load_optim=True):
+  """Load a set into the given models and state_dict (the original's signature and semantics:
+  every key of `state_dict` is taken from the file). Tensors go to each model's device."""
+  root = '/'.join([weights_root, experiment_name])
+  recover(root)
+  print('Loading %sweights from %s...' % (name_suffix + ' ' if name_suffix else '', root))
+
+  def device_of(model):
+    return next(iter(model.state_dict().values())).device
+
+  if G is not None:
+    G.load_state_dict(safe_load(file_path(root, 'G', name_suffix), device_of(G)), strict=strict)
+    if load_optim:
+      G.optim.load_state_dict(safe_load(file_path(root, 'G_optim', name_suffix), device_of(G)))
+  if D is not None:
+    D.load_state_dict(safe_load(file_path(root, 'D', name_suffix), device_of(D)), strict=strict)
+    if load_optim:
+      D.optim.load_state_dict(safe_load(file_path(root, 'D_optim', name_suffix), device_of(D)))
+  saved = safe_load(file_path(root, STATE_FILE, name_suffix))
+  for item in state_dict:
+    if item in saved:
+      state_dict[item] = saved[item]
+  if G_ema is not None:
+    G_ema.load_state_dict(safe_load(file_path(root, 'G_ema', name_suffix), device_of(G_ema)),
+                          strict=strict)
+  return saved
+
+
+# ---------------------------------------------------------------------------------------------
+# Random state
+# ---------------------------------------------------------------------------------------------
+
+
+def rng_state():
+  """Every random stream training draws from, as tensors and plain values (weights_only-safe)."""
+  np_state = np.random.get_state()
+  state = {'python': random.getstate(),
+           'numpy': (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                     int(np_state[3]), float(np_state[4])),
+           'torch': torch.get_rng_state()}
+  if torch.cuda.is_available():
+    state['cuda'] = torch.cuda.get_rng_state_all()
+  return state
+
+
+def set_rng_state(state):
+  random.setstate(_tuples(state['python']))
+  name, keys, pos, has_gauss, cached = state['numpy']
+  np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+  torch.set_rng_state(state['torch'].cpu())
+  if 'cuda' in state and torch.cuda.is_available():
+    states = state['cuda'][:torch.cuda.device_count()]
+    torch.cuda.set_rng_state_all([s.cpu() for s in states])
+
+
+def _tuples(value):
+  """Pickling keeps tuples, but be tolerant of lists (random.setstate needs tuples)."""
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  if isinstance(value, tuple):
+    return tuple(_tuples(v) for v in value)
+  return value

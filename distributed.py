@@ -1,0 +1,131 @@
+"""Multi-process training under torchrun: one process per device, on one node or many.
+
+    torchrun --nproc_per_node 8 train.py ...                       # one 8-GPU node
+    torchrun --nnodes 4 --node_rank R --nproc_per_node 8 \\
+             --rdzv_endpoint HOST:29500 train.py ...                 # four nodes
+
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; `setup` joins the process group (env://; NCCL on
+GPUs, gloo on CPU) and picks this process's device. Every process builds the same models from the
+same seed; data are sharded by global rank (datasets.py); random z/y streams differ per rank.
+Gradients are averaged by DistributedDataParallel: G (with its shared embedding) and D are wrapped
+separately, so G_D can use whichever is being trained.
+
+Batch arithmetic: one D step sees batch_size x num_D_accumulations x world_size images; the
+original's 256 x 8 on 8 GPUs (2048) is batch_size 32 x 8 accumulations x 8 processes.
+"""
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from errors import UserError
+
+
+class Context(object):
+  """rank, world_size, local_rank, device of this process; `control` is a CPU (gloo) group for
+  small decisions (e.g. stop now) that must not synchronise the GPU."""
+
+  def __init__(self, rank=0, world_size=1, local_rank=0, device='cpu', control=None):
+    self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
+    self.device = device
+    self.control = control
+
+  @property
+  def is_main(self):
+    return self.rank == 0
+
+  @property
+  def distributed(self):
+    return self.world_size > 1
+
+
+def pick_device(flag, local_rank=0):
+  """--device auto: this process's GPU when there is one, else the CPU."""
+  if flag == 'auto':
+    return 'cuda:%d' % local_rank if torch.cuda.is_available() else 'cpu'
+  try:
+    device = torch.device(flag)
+  except RuntimeError:
+    raise UserError('--device %s is not a device; use auto, cpu, cuda or cuda:N' % flag)
+  if device.type == 'cuda' and not torch.cuda.is_available():
+    raise UserError('--device %s: no CUDA device is available here; use --device cpu' % flag)
+  if device.type == 'cuda' and device.index is None:
+    device = torch.device('cuda', local_rank)
+  return str(device)
+
+
+def setup(device_flag='auto'):
+  """Join the torchrun process group if there is one; returns a Context."""
+  world_size = int(os.environ.get('WORLD_SIZE', '1'))
+  if world_size <= 1:
+    return Context(device=pick_device(device_flag))
+  rank, local_rank = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', '0'))
+  device = pick_device(device_flag, local_rank)
+  if device.startswith('cuda'):
+    torch.cuda.set_device(torch.device(device))
+  if not dist.is_initialized():
+    dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo', init_method='env://',
+                            timeout=datetime.timedelta(minutes=30))
+  control = dist.new_group(backend='gloo') if device.startswith('cuda') else None
+  return Context(rank, world_size, local_rank, device, control)
+
+
+class GeneratorWithEmbedding(nn.Module):
+  """G(z, G.shared(y)) as one forward, so DDP sees every G parameter used inside its forward."""
+
+  def __init__(self, G):
+    super(GeneratorWithEmbedding, self).__init__()
+    self.G = G
+
+  def forward(self, z, y):
+    return self.G(z, self.G.shared(y))
+
+
+def wrap(GD, ctx):
+  """Give G_D DistributedDataParallel replicas of G and D (GD.replicas['G'/'D'])."""
+  if not ctx.distributed:
+    return GD
+  device_ids = [torch.device(ctx.device).index] if ctx.device.startswith('cuda') else None
+  # Buffers are not broadcast each step: SN vectors evolve identically on every rank, and BN
+  # statistics are synchronised where they matter (cross_replica, or sync_buffers before eval).
+  options = dict(device_ids=device_ids, broadcast_buffers=False)
+  GD.replicas = {'G': nn.parallel.DistributedDataParallel(GeneratorWithEmbedding(GD.G), **options),
+                 'D': nn.parallel.DistributedDataParallel(GD.D, **options)}
+  return GD
+
+
+def sync_buffers(module, ctx):
+  """Copy rank 0's buffers (e.g. BN running statistics) to every rank."""
+  if ctx.distributed:
+    for buffer in module.buffers():
+      dist.broadcast(buffer, 0)
+
+
+def any_rank(flag, ctx):
+  """True on every rank if `flag` is True on any rank (over the CPU control group)."""
+  if not ctx.distributed:
+    return bool(flag)
+  t = torch.tensor([1.0 if flag else 0.0])
+  dist.all_reduce(t, group=ctx.control)
+  return t.item() > 0
+
+
+def gather_objects(obj, ctx):
+  """A list of every rank's obj (rank order), on every rank."""
+  if not ctx.distributed:
+    return [obj]
+  out = [None] * ctx.world_size
+  dist.all_gather_object(out, obj, group=ctx.control)
+  return out
+
+
+def barrier(ctx):
+  if ctx.distributed:
+    dist.barrier(group=ctx.control)
+
+
+def cleanup(ctx):
+  if ctx.distributed and dist.is_initialized():
+    dist.destroy_process_group()

@@ -1,0 +1,196 @@
+"""Training logs in the original's formats, a progress line, and an optional TensorBoard mirror.
+
+- logs_root/<exp>_log.jsonl   one JSON record per evaluation (MetricsLogger)
+- logs_root/<exp>/<m>.log     "itr: value" lines per metric (MyLogger), e.g. G_loss.log
+- logs_root/<exp>/metalog.txt (utils.write_metadata)
+
+Training metrics arrive as tensors; `TrainLog` buffers them and writes (and prints) them at log
+intervals, so the loop never waits for the device in between. On resume the logs are cut back to
+the checkpoint's iteration, so a replayed stretch is not logged twice.
+"""
+import json
+import os
+import sys
+import time
+
+import torch
+
+from errors import UserError
+
+
+class MetricsLogger(object):
+  """Appends JSON records with a `_stamp` to a .jsonl file."""
+
+  def __init__(self, fname, reinitialize=False):
+    self.fname = fname
+    self.reinitialize = reinitialize
+    if os.path.exists(self.fname) and self.reinitialize:
+      print('{} exists, deleting...'.format(self.fname))
+      os.remove(self.fname)
+
+  def log(self, record=None, **kwargs):
+    if record is None:
+      record = {}
+    record.update(kwargs)
+    record['_stamp'] = time.time()
+    with open(self.fname, 'a') as f:
+      f.write(json.dumps(record, ensure_ascii=True) + '\n')
+
+  def truncate(self, itr):
+    """Drop the records after iteration itr."""
+    _filter_lines(self.fname, lambda line: json.loads(line).get('itr', 0) <= itr)
+
+
+class MyLogger(object):
+  """One "itr: value" file per metric under the folder `fname`."""
+
+  def __init__(self, fname, reinitialize=False, logstyle='%3.3f'):
+    self.root = fname
+    os.makedirs(self.root, exist_ok=True)
+    self.reinitialize = reinitialize
+    self.metrics = []
+    self.logstyle = logstyle
+    try:
+      self.logstyle % 1.0
+    except (TypeError, ValueError):
+      raise UserError('--logstyle %r is not a number format; use e.g. %%3.3e or %%3.3f' % logstyle)
+
+  def reinit(self, item):
+    path = '%s/%s.log' % (self.root, item)
+    if os.path.exists(path) and self.reinitialize:
+      if 'sv' not in item:
+        print('{} exists, deleting...'.format(path))
+      os.remove(path)
+
+  def log(self, itr, **kwargs):
+    self.log_rows([(itr, kwargs)])
+
+  def log_rows(self, rows):
+    """rows: [(itr, {metric: value})]; each file is opened once."""
+    lines = {}
+    for itr, values in rows:
+      for name, value in values.items():
+        lines.setdefault(name, []).append('%d: %s\n' % (itr, self.logstyle % float(value)))
+    for name, text in lines.items():
+      if name not in self.metrics:
+        self.reinit(name)
+        self.metrics.append(name)
+      with open('%s/%s.log' % (self.root, name), 'a') as f:
+        f.writelines(text)
+
+  def truncate(self, itr):
+    for name in os.listdir(self.root):
+      if name.endswith('.log'):
+        _filter_lines(os.path.join(self.root, name), lambda line: int(line.split(':')[0]) <= itr)
+
+
+def _filter_lines(path, keep):
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  kept = [line for line in lines if keep(line)]
+  if len(kept) != len(lines):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
+
+
+class TensorBoard(object):
+  """Mirrors scalars and images to logs_root/<exp>/tb when --tensorboard is set."""
+
+  def __init__(self, log_dir):
+    try:
+      from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+      raise UserError('--tensorboard needs the tensorboard package: pip install tensorboard '
+                      '(or drop --tensorboard)')
+    self.writer = SummaryWriter(log_dir)
+
+  def scalars(self, itr, values):
+    for name, value in values.items():
+      self.writer.add_scalar(name, float(value), itr)
+
+  def image(self, tag, images, itr, nrow=8):
+    import torchvision
+    grid = torchvision.utils.make_grid(images.float().cpu(), nrow=nrow, normalize=True)
+    self.writer.add_image(tag, grid, itr)
+
+  def close(self):
+    self.writer.close()
+
+
+def format_seconds(seconds):
+  seconds = int(max(seconds, 0))
+  return '%d:%02d:%02d' % (seconds // 3600, seconds // 60 % 60, seconds % 60)
+
+
+class TrainLog(object):
+  """Buffers each iteration's metrics (tensors or floats) and flushes them to MyLogger, the
+  progress line and TensorBoard every `interval` iterations."""
+
+  def __init__(self, logger, interval, total, start_itr, pbar='mine', tensorboard=None,
+               quiet=False):
+    self.logger = logger
+    self.interval = max(1, interval)
+    self.total = total
+    self.start_itr = start_itr
+    self.start_time = time.time()
+    self.rows = []
+    self.pbar = pbar
+    self.tensorboard = tensorboard
+    self.quiet = quiet
+    self.tqdm = None
+    if pbar == 'tqdm' and not quiet:
+      from tqdm import tqdm
+      self.tqdm = tqdm(total=total, initial=start_itr, dynamic_ncols=True)
+
+  def add(self, itr, metrics):
+    self.rows.append((itr, {k: (v.detach() if torch.is_tensor(v) else v)
+                            for k, v in metrics.items()}))
+    if len(self.rows) >= self.interval:
+      return self.flush()
+    return None
+
+  def flush(self):
+    """Write the buffered rows; returns them as floats (for checks such as NaN detection)."""
+    if not self.rows:
+      return []
+    rows = []
+    for itr, values in self.rows:
+      tensors = [v for v in values.values() if torch.is_tensor(v)]
+      numbers = torch.stack([t.float().reshape(()) for t in tensors]).tolist() if tensors else []
+      it = iter(numbers)
+      rows.append((itr, {k: (next(it) if torch.is_tensor(v) else float(v))
+                         for k, v in values.items()}))
+    self.rows = []
+    self.logger.log_rows(rows)
+    if self.tensorboard is not None:
+      for itr, values in rows:
+        self.tensorboard.scalars(itr, values)
+    if not self.quiet:
+      self.show(rows[-1])
+    return rows
+
+  def show(self, row):
+    itr, values = row
+    done = itr - self.start_itr
+    elapsed = time.time() - self.start_time
+    rate = done / elapsed if elapsed > 0 else 0.0
+    text = ', '.join('%s : %+4.3f' % (k, v) for k, v in values.items() if '_sv' not in k)
+    if self.tqdm is not None:
+      self.tqdm.update(itr - self.tqdm.n)
+      self.tqdm.set_postfix_str(text)
+      return
+    eta = (self.total - itr) / rate if rate > 0 else 0
+    sys.stdout.write('\ritr %d/%d (%d%%) %.2f it/s, ETA %s | %s' % (
+        itr, self.total, 100 * itr // max(self.total, 1), rate, format_seconds(eta), text))
+    sys.stdout.flush()
+
+  def close(self):
+    self.flush()
+    if self.tqdm is not None:
+      self.tqdm.close()
+    elif not self.quiet:
+      print()

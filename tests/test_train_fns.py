@@ -1,0 +1,128 @@
+"""Training helpers: ortho reg against autograd, EMA, gradient accumulation, the z/y tensors."""
+import pytest
+import torch
+
+import BigGAN
+import sampling
+import train_fns
+import utils
+from conftest import make_config
+
+
+def penalty(w, off_diagonal):
+  """The penalties whose gradients utils.ortho / utils.default_ortho add, for autograd."""
+  w = w.view(w.shape[0], -1)
+  eye = torch.eye(w.shape[0], dtype=w.dtype)
+  gram = w @ w.t()
+  gram = gram * (1 - eye) if off_diagonal else gram - eye
+  return 0.5 * (gram ** 2).sum()
+
+
+@pytest.mark.parametrize('fn,off_diagonal', [(utils.ortho, True), (utils.default_ortho, False)])
+def test_ortho_reg_gradient_equals_autograd(fn, off_diagonal):
+  torch.manual_seed(0)
+  net = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.Linear(4, 6),
+                            torch.nn.Embedding(7, 3)).double()
+  blacklisted = net[2].weight
+  for p in net.parameters():
+    p.grad = torch.randn_like(p)
+  before = {n: p.grad.clone() for n, p in net.named_parameters()}
+  strength = 0.3
+  fn(net, strength, blacklist=[blacklisted])
+  for name, p in net.named_parameters():
+    if p.dim() < 2 or p is blacklisted:
+      assert torch.equal(p.grad, before[name]), name  # biases and the blacklist untouched
+      continue
+    w = p.detach().clone().requires_grad_(True)
+    expected, = torch.autograd.grad(strength * penalty(w, off_diagonal), w)
+    torch.testing.assert_close(p.grad - before[name], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_ema_copies_before_start_then_averages_everything():
+  torch.manual_seed(0)
+  config = make_config('--G_ch 4 --G_attn 0 --cross_replica')
+  source = BigGAN.Generator(**config)
+  target = BigGAN.Generator(**{**config, 'no_optim': True})
+  ema = utils.ema(source, target, decay=0.9, start_itr=10)
+  assert all(torch.equal(source.state_dict()[k], v) for k, v in target.state_dict().items())
+
+  def perturb():
+    with torch.no_grad():
+      for t in source.state_dict().values():
+        t.add_(1) if t.is_floating_point() else t.add_(3)
+  perturb()
+  ema.update(5)  # before ema_start: a plain copy
+  assert all(torch.equal(source.state_dict()[k], v) for k, v in target.state_dict().items())
+  old = {k: v.clone() for k, v in target.state_dict().items()}
+  perturb()
+  ema.update(10)
+  src = source.state_dict()
+  for k, v in target.state_dict().items():
+    if v.is_floating_point():  # weights and buffers (u, sv, BN statistics) alike
+      torch.testing.assert_close(v, 0.9 * old[k] + 0.1 * src[k], rtol=1e-6, atol=1e-6)
+    else:  # counters such as num_batches_tracked follow the source
+      assert torch.equal(v, src[k])
+  assert any('running_mean' in k for k in src)
+
+
+def test_distribution_tensors():
+  z, y = sampling.prepare_z_y(6, 4, 3, device='cpu', z_var=2.0)
+  torch.manual_seed(0)
+  z.sample_()
+  y.sample_()
+  torch.manual_seed(0)
+  assert torch.equal(z, torch.randn(6, 4) * 2.0)
+  assert y.dtype == torch.int64 and 0 <= y.min() and y.max() < 3
+  assert type(z[:2]) is torch.Tensor and type(z * 1) is torch.Tensor  # plain tensors out
+
+
+class Scripted(sampling.Distribution):
+  """A z_/y_ that refills itself from a list, so two runs can see the same noise."""
+
+  def sample_(self, generator=None):
+    self.copy_(self.queue.pop(0))
+    return self
+
+
+def scripted(values, like):
+  t = torch.zeros_like(like).as_subclass(Scripted)
+  t.queue = list(values)
+  return t
+
+
+@pytest.mark.parametrize('k', [2, 3])
+def test_D_accumulation_equals_one_big_batch(k):
+  """k accumulations of batch b give the D update of one batch of k*b."""
+  b = 2
+  flags = ('--G_shared --G_ch 4 --D_ch 4 --G_attn 0 --D_attn 0 --num_D_steps 1 '
+           '--num_D_SV_itrs 60 --D_init N02 --D_lr 1e-2 --G_lr 1e-2')
+  torch.manual_seed(0)
+  x = torch.randn(k * b, 3, 32, 32, dtype=torch.float64)
+  y = torch.randint(0, 10, (k * b,))
+  zs = torch.randn(k, b, 128, dtype=torch.float64)
+  ys = torch.randint(0, 10, (k, b))
+  results = []
+  for accumulations, batch in [(k, b), (1, k * b)]:
+    config = make_config(flags + ' --num_D_accumulations %d --batch_size %d' % (accumulations,
+                                                                                batch))
+    torch.manual_seed(1)
+    G = BigGAN.Generator(**config).double().eval()  # eval: G's BN does not mix the batch
+    D = BigGAN.Discriminator(**config).double()
+    for _ in range(10):  # converge the SN vectors, so extra forward passes leave them alone
+      D(x[:1], y[:1])
+    # SGD: the update is the gradient itself (Adam would turn rounding noise in near-zero
+    # gradients into full-size steps).
+    D.optim = torch.optim.SGD(D.parameters(), lr=1.0)
+    like_z, like_y = torch.zeros(batch, 128, dtype=torch.float64), torch.zeros(batch, dtype=torch.long)
+    z_seq = list(zs) if accumulations > 1 else [zs.reshape(-1, 128)]
+    y_seq = list(ys) if accumulations > 1 else [ys.reshape(-1)]
+    z_ = scripted(z_seq + [torch.zeros(batch, 128, dtype=torch.float64)], like_z)
+    y_ = scripted(y_seq + [torch.zeros(batch, dtype=torch.long)], like_y)
+    train = train_fns.GAN_training_function(G, D, BigGAN.G_D(G, D), z_, y_, None, {'itr': 1},
+                                            config)
+    out = train(x, y)
+    assert set(out) == {'G_loss', 'D_loss_real', 'D_loss_fake'}
+    results.append({n: p.detach().clone() for n, p in D.named_parameters()})
+  for name in results[0]:
+    torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-9, atol=1e-11,
+                               msg=name)

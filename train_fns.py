@@ -1,0 +1,206 @@
+"""The training step, sampling at save time, and evaluation, as in the original train_fns.py.
+
+GAN_training_function(G, D, GD, z_, y_, ema, state_dict, config) returns train(x, y), which does
+one BigGAN iteration: num_D_steps D steps of num_D_accumulations micro-batches each (the loader
+batch is batch_size * num_D_steps * num_D_accumulations), then one G step of num_G_accumulations
+micro-batches of G_batch_size, then the EMA update. Returns the last micro-batch's losses as
+tensors (no host synchronisation; train.py reads them at log intervals).
+
+Additions to the original: --amp autocast with GradScalers (G.scaler, D.scaler), DDP gradient
+synchronisation only on the last micro-batch, --loss, --no_toggle_grads.
+"""
+import contextlib
+
+import torch
+
+import checkpoints
+import layers
+import losses
+import sampling
+import utils
+
+
+def dummy_training_function():
+  """--which_train_fn dummy: moves the data and does nothing else (for timing the loader)."""
+  def train(x, y):
+    return {}
+  return train
+
+
+def autocast(config, device):
+  """Autocast context for forward passes (a no-op without --amp)."""
+  amp = config.get('amp', 'off')
+  if amp == 'off':
+    return contextlib.nullcontext()
+  return torch.autocast(torch.device(device).type,
+                        dtype=torch.bfloat16 if amp == 'bf16' else torch.float16)
+
+
+def make_scalers(G, D, config, device):
+  """G.scaler / D.scaler: loss scaling for --amp fp16, pass-through otherwise."""
+  enabled = config.get('amp', 'off') == 'fp16'
+  for net in (G, D):
+    net.scaler = torch.amp.GradScaler(torch.device(device).type, enabled=enabled)
+
+
+def _sync_unless(ddp, last):
+  """DDP all-reduces gradients on the last micro-batch only."""
+  if ddp is None or last:
+    return contextlib.nullcontext()
+  return ddp.no_sync()
+
+
+def GAN_training_function(G, D, GD, z_, y_, ema, state_dict, config):
+  discriminator_loss, generator_loss = losses.get_losses(config.get('loss', 'hinge'))
+  device = z_.device
+  if not hasattr(G, 'scaler'):
+    make_scalers(G, D, config, device)
+  replicas = getattr(GD, 'replicas', {})
+  bs = config['batch_size']
+  announced = set()
+
+  def announce(text):
+    if text not in announced:
+      print(text)
+      announced.add(text)
+
+  def train(x, y):
+    G.optim.zero_grad(set_to_none=True)
+    D.optim.zero_grad(set_to_none=True)
+    x = torch.split(x, bs)
+    y = torch.split(y, bs)
+    if len(x) < config['num_D_steps'] * config['num_D_accumulations']:
+      raise ValueError('the loader batch has %d samples; one iteration needs batch_size * '
+                       'num_D_steps * num_D_accumulations = %d'
+                       % (sum(len(t) for t in x), bs * config['num_D_steps']
+                          * config['num_D_accumulations']))
+    counter = 0
+
+    if config['toggle_grads']:
+      utils.toggle_grad(D, True)
+      utils.toggle_grad(G, False)
+    for _ in range(config['num_D_steps']):
+      D.optim.zero_grad(set_to_none=True)
+      for accumulation_index in range(config['num_D_accumulations']):
+        z_.sample_()
+        y_.sample_()
+        last = accumulation_index == config['num_D_accumulations'] - 1
+        with _sync_unless(replicas.get('D'), last):
+          with autocast(config, device):
+            D_fake, D_real = GD(z_[:bs], y_[:bs], x[counter], y[counter], train_G=False,
+                                split_D=config['split_D'])
+          D_loss_real, D_loss_fake = discriminator_loss(D_fake, D_real)
+          D_loss = (D_loss_real + D_loss_fake) / float(config['num_D_accumulations'])
+          D.scaler.scale(D_loss).backward()
+        counter += 1
+      if config['D_ortho'] > 0.0:
+        announce('using modified ortho reg in D')
+        D.scaler.unscale_(D.optim)
+        utils.ortho(D, config['D_ortho'])
+      D.scaler.step(D.optim)
+      D.scaler.update()
+
+    # Under DDP, D is always frozen during the G step: its gradients there are never used, and
+    # DDP must not see them.
+    if config['toggle_grads'] or replicas:
+      utils.toggle_grad(D, False)
+      utils.toggle_grad(G, True)
+    G.optim.zero_grad(set_to_none=True)
+    for accumulation_index in range(config['num_G_accumulations']):
+      z_.sample_()
+      y_.sample_()
+      last = accumulation_index == config['num_G_accumulations'] - 1
+      with _sync_unless(replicas.get('G'), last):
+        with autocast(config, device):
+          D_fake = GD(z_, y_, train_G=True, split_D=config['split_D'])
+        G_loss = generator_loss(D_fake) / float(config['num_G_accumulations'])
+        G.scaler.scale(G_loss).backward()
+    if config['G_ortho'] > 0.0:
+      announce('using modified ortho reg in G')
+      G.scaler.unscale_(G.optim)
+      # The shared embedding is not a weight matrix in the ortho-reg sense.
+      utils.ortho(G, config['G_ortho'], blacklist=[param for param in G.shared.parameters()])
+    G.scaler.step(G.optim)
+    G.scaler.update()
+    if replicas and not config['toggle_grads']:
+      utils.toggle_grad(D, True)
+
+    if config['ema']:
+      ema.update(state_dict['itr'])
+    return {'G_loss': G_loss.detach(), 'D_loss_real': D_loss_real.detach(),
+            'D_loss_fake': D_loss_fake.detach()}
+  return train
+
+
+def which_G(G, G_ema, config):
+  return G_ema if config['ema'] and config['use_ema'] else G
+
+
+def save_and_sample(G, D, G_ema, z_, y_, fixed_z, fixed_y, state_dict, config, experiment_name,
+                    is_main=True, generator=None):
+  """Save the plain and the rotating copy{n} checkpoint, then write fixed samples, class sheets and
+  interpolation sheets for this iteration (main process only; `generator` keeps the sheets off the
+  global random stream)."""
+  if is_main:
+    checkpoints.save_weights(G, D, state_dict, config['weights_root'], experiment_name, None,
+                             G_ema if config['ema'] else None)
+    if config['num_save_copies'] > 0:
+      checkpoints.save_weights(G, D, state_dict, config['weights_root'], experiment_name,
+                               'copy%d' % state_dict['save_num'], G_ema if config['ema'] else None)
+  if config['num_save_copies'] > 0:
+    state_dict['save_num'] = (state_dict['save_num'] + 1) % config['num_save_copies']
+
+  net = which_G(G, G_ema, config)
+  if config['accumulate_stats']:  # every process: cross-replica BN statistics stay in step
+    sampling.accumulate_standing_stats(net, z_, y_, config['n_classes'],
+                                       config['num_standing_accumulations'])
+  if not is_main:
+    return
+  with layers.local_batch_statistics():
+    fixed_Gz = sampling.run_G(net, fixed_z, net.shared(fixed_y), config['parallel'])
+    sampling.save_grid(fixed_Gz, '%s/%s/fixed_samples%d.jpg' % (
+        config['samples_root'], experiment_name, state_dict['itr']),
+        nrow=int(fixed_Gz.shape[0] ** 0.5))
+    sampling.sample_sheet(net, classes_per_sheet=config['classes_per_sheet'],
+                          num_classes=config['n_classes'], samples_per_class=10,
+                          parallel=config['parallel'], samples_root=config['samples_root'],
+                          experiment_name=experiment_name, folder_number=state_dict['itr'],
+                          z_=z_, generator=generator)
+    for fix_z, fix_y in zip([False, False, True], [False, True, False]):
+      sampling.interp_sheet(net, num_per_sheet=16, num_midpoints=8,
+                            num_classes=config['n_classes'], parallel=config['parallel'],
+                            samples_root=config['samples_root'], experiment_name=experiment_name,
+                            folder_number=state_dict['itr'], sheet_number=0, fix_z=fix_z,
+                            fix_y=fix_y, generator=generator)
+  return fixed_Gz
+
+
+def test(G, D, G_ema, z_, y_, state_dict, config, sample, get_inception_metrics, experiment_name,
+         test_log, is_main=True):
+  """IS/FID of the sampling G; a better value (which_best) saves a best{n} copy. Logged to the
+  jsonl with the Inception network used."""
+  print('Gathering inception metrics...')
+  if config['accumulate_stats']:
+    sampling.accumulate_standing_stats(which_G(G, G_ema, config), z_, y_, config['n_classes'],
+                                       config['num_standing_accumulations'])
+  IS_mean, IS_std, FID = get_inception_metrics(sample, config['num_inception_images'],
+                                               num_splits=10)
+  FID = float('nan') if FID is None or config['no_fid'] else float(FID)
+  print('Itr %d: Inception Score is %3.3f +/- %3.3f, FID is %5.4f (%s network)'
+        % (state_dict['itr'], IS_mean, IS_std, FID, config.get('inception_net', 'torchvision')))
+  improved = ((config['which_best'] == 'IS' and IS_mean > state_dict['best_IS'])
+              or (config['which_best'] == 'FID' and FID < state_dict['best_FID']))
+  if improved:
+    print('%s improved over previous best, saving checkpoint...' % config['which_best'])
+    if is_main:
+      checkpoints.save_weights(G, D, state_dict, config['weights_root'], experiment_name,
+                               'best%d' % state_dict['save_best_num'],
+                               G_ema if config['ema'] else None)
+    state_dict['save_best_num'] = (state_dict['save_best_num'] + 1) % config['num_best_copies']
+  state_dict['best_IS'] = max(float(state_dict['best_IS']), float(IS_mean))
+  if FID == FID:  # not NaN
+    state_dict['best_FID'] = min(float(state_dict['best_FID']), FID)
+  if is_main and test_log is not None:
+    test_log.log(itr=int(state_dict['itr']), IS_mean=float(IS_mean), IS_std=float(IS_std),
+                 FID=(FID if FID == FID else None),
+                 inception_net=config.get('inception_net', 'torchvision'))
