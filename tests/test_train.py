@@ -1,0 +1,223 @@
+"""train.py end to end on the built-in dataset: the original's files, resuming (also bit-exactly,
+after SIGKILL and after preemption), an original-format checkpoint, divergence."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import checkpoints
+import errors
+import train
+import utils
+
+FLAGS = ('--dataset Shapes --resolution 32 --G_ch 4 --D_ch 4 --batch_size 4 --num_D_steps 2 '
+         '--G_attn 0 --D_attn 16 --G_shared --hier --dim_z 16 --shared_dim 8 --num_workers 0 '
+         '--shuffle --augment --test_every 100000 --sv_log_interval 2 --ema --use_ema '
+         '--ema_start 3 --G_eval_mode --D_lr 1e-3 --G_lr 1e-3')
+
+
+def argv(root, extra=''):
+  return (FLAGS + ' --base_root %s ' % root + extra).split()
+
+
+def experiment(root, extra=''):
+  config = utils.prepare_config(vars(utils.prepare_parser().parse_args(argv(root, extra))))
+  return utils.name_from_config(config)
+
+
+def read(path):
+  with open(path) as f:
+    return f.read()
+
+
+def weights(root, exp, suffix=None):
+  """Every tensor of a checkpoint set, keyed by file and entry."""
+  out = {}
+  for name in ['G', 'D', 'G_ema', 'G_optim', 'D_optim']:
+    flat = _flatten(checkpoints.safe_load(checkpoints.file_path('%s/weights/%s' % (root, exp),
+                                                                name, suffix)))
+    out.update({'%s:%s' % (name, k): v for k, v in flat.items()})
+  return out
+
+
+def _flatten(obj, prefix=''):
+  if torch.is_tensor(obj):
+    return {prefix: obj}
+  if isinstance(obj, dict):
+    return {k: v for key, value in obj.items() for k, v in _flatten(value, '%s.%s' % (prefix, key)).items()}
+  if isinstance(obj, (list, tuple)):
+    return {k: v for i, value in enumerate(obj) for k, v in _flatten(value, '%s.%d' % (prefix, i)).items()}
+  return {prefix: torch.tensor(float(obj)) if isinstance(obj, (int, float)) else obj}
+
+
+def assert_same_run(root_a, root_b, exp):
+  a, b = weights(root_a, exp), weights(root_b, exp)
+  assert a.keys() == b.keys()
+  for key in a:
+    if torch.is_tensor(a[key]):
+      assert torch.equal(a[key], b[key]), key
+    else:
+      assert a[key] == b[key], key
+  logs_a = sorted(os.listdir('%s/logs/%s' % (root_a, exp)))
+  assert logs_a == sorted(os.listdir('%s/logs/%s' % (root_b, exp)))
+  for name in logs_a:
+    if name.endswith('.log'):
+      assert read('%s/logs/%s/%s' % (root_a, exp, name)) == read('%s/logs/%s/%s' % (root_b, exp, name)), name
+
+
+def test_run_writes_the_original_files_and_resumes(tmp_path):
+  train.main(argv(tmp_path, '--num_iters 4 --save_every 2'))
+  exp = experiment(tmp_path)
+  assert exp == ('BigGAN_Shapes32_seed0_Gch4_Dch4_bs4_nDs2_Glr1.0e-03_Dlr1.0e-03_Gnlrelu_'
+                 'Dnlrelu_Ginitortho_Dinitortho_Dattn16_Gshared_hier_ema')
+  files = set(os.listdir(tmp_path / 'weights' / exp))
+  for suffix in ['', '_copy0', '_copy1']:
+    assert {'%s%s.pth' % (n, suffix) for n in ['G', 'G_optim', 'D', 'D_optim', 'state_dict',
+                                               'G_ema']} <= files
+  state = checkpoints.safe_load(tmp_path / 'weights' / exp / 'state_dict.pth')
+  assert {'itr', 'epoch', 'save_num', 'save_best_num', 'best_IS', 'best_FID',
+          'config'} <= set(state)
+  assert state['itr'] == 4 and state['config']['G_ch'] == 4
+  assert read(tmp_path / 'logs' / exp / 'G_loss.log').splitlines()[0].startswith('1: ')
+  assert 'config:' in read(tmp_path / 'logs' / exp / 'metalog.txt')
+  samples = tmp_path / 'samples' / exp
+  assert {'fixed_samples2.jpg', 'fixed_samples4.jpg', '2', '4'} <= set(os.listdir(samples))
+  assert {'samples0.jpg', 'interpZ0.jpg', 'interpY0.jpg', 'interpZY0.jpg'} <= set(
+      os.listdir(samples / '2'))
+  assert len(read(tmp_path / 'logs' / exp / 'G_blocks_0_0_conv1_sv0.log').splitlines()) == 2
+
+  train.main(argv(tmp_path, '--num_iters 6 --save_every 2 --resume'))
+  lines = read(tmp_path / 'logs' / exp / 'G_loss.log').splitlines()
+  assert [int(line.split(':')[0]) for line in lines] == list(range(1, 7))
+  assert checkpoints.safe_load(tmp_path / 'weights' / exp / 'state_dict.pth')['itr'] == 6
+
+
+def test_resume_is_bit_exact(tmp_path):
+  """4 iterations, stop, resume to 8 == 8 uninterrupted: weights, optimizers, EMA, logs."""
+  train.main(argv(tmp_path / 'a', '--num_iters 8 --save_every 4'))
+  train.main(argv(tmp_path / 'b', '--num_iters 4 --save_every 4'))
+  train.main(argv(tmp_path / 'b', '--num_iters 8 --save_every 4 --resume'))
+  assert_same_run(tmp_path / 'a', tmp_path / 'b', experiment(tmp_path))
+
+
+WRAPPER = textwrap.dedent('''
+  import os, signal, sys
+  sys.path.insert(0, %(repo)r)
+  import train, train_fns
+  make = train_fns.GAN_training_function
+  def hooked(G, D, GD, z_, y_, ema, state_dict, config):
+    step = make(G, D, GD, z_, y_, ema, state_dict, config)
+    def train_step(x, y):
+      out = step(x, y)
+      if state_dict['itr'] == %(at)d:
+        os.kill(os.getpid(), signal.%(signal)s)
+      return out
+    return train_step
+  train_fns.GAN_training_function = hooked
+  import errors
+  errors.run_main(train.main, sys.argv[1:])
+''')
+
+
+def run_with_signal(root, extra, at, sig, repo_root):
+  script = root.parent / ('wrapper_%s.py' % sig)
+  script.write_text(WRAPPER % dict(repo=repo_root, at=at, signal=sig))
+  return subprocess.run([sys.executable, str(script)] + argv(root, extra), capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_resume_after_sigkill_replays_exactly(tmp_path, repo_root):
+  flags = '--num_iters 8 --save_every 3 --sv_log_interval 1'
+  train.main(argv(tmp_path / 'a', flags))
+  killed = run_with_signal(tmp_path / 'b', flags, 5, 'SIGKILL', repo_root)
+  assert killed.returncode == -signal.SIGKILL
+  exp = experiment(tmp_path)
+  # Iteration 4 was logged after the last save (itr 3) ...
+  assert '4: ' in read(tmp_path / 'b' / 'logs' / exp / 'G_loss.log')
+  train.main(argv(tmp_path / 'b', flags + ' --resume'))
+  # ... and are replayed identically, once.
+  assert_same_run(tmp_path / 'a', tmp_path / 'b', exp)
+
+
+def test_preemption_saves_and_exits_cleanly(tmp_path, repo_root):
+  train.main(argv(tmp_path / 'a', '--num_iters 7 --save_every 100'))
+  stopped = run_with_signal(tmp_path / 'b', '--num_iters 7 --save_every 100', 3, 'SIGTERM',
+                            repo_root)
+  assert stopped.returncode == 0, stopped.stderr
+  assert 'Received SIGTERM: saved the checkpoint at iteration 3' in stopped.stdout
+  exp = experiment(tmp_path)
+  assert checkpoints.safe_load(tmp_path / 'b' / 'weights' / exp / 'state_dict.pth')['itr'] == 3
+  train.main(argv(tmp_path / 'b', '--num_iters 7 --save_every 100 --resume'))
+  assert_same_run(tmp_path / 'a', tmp_path / 'b', exp)
+
+
+def test_an_original_checkpoint_folder_resumes(tmp_path):
+  """A weights folder as the original writes it (pickled nn.ReLU config, numpy best_IS)."""
+  config = utils.prepare_config(vars(utils.prepare_parser().parse_args(argv(tmp_path))))
+  exp = utils.name_from_config(config)
+  torch.manual_seed(0)
+  import BigGAN
+  G, D = BigGAN.Generator(**config), BigGAN.Discriminator(**config)
+  G_ema = BigGAN.Generator(**{**config, 'no_optim': True})
+  root = tmp_path / 'weights' / exp
+  root.mkdir(parents=True)
+  original_config = {**config, 'G_activation': nn.ReLU(inplace=False),
+                     'D_activation': nn.ReLU(inplace=False)}
+  for name, obj in [('G', G.state_dict()), ('G_optim', G.optim.state_dict()),
+                    ('D', D.state_dict()), ('D_optim', D.optim.state_dict()),
+                    ('G_ema', G_ema.state_dict()),
+                    ('state_dict', {'itr': 5, 'epoch': 0, 'save_num': 1, 'save_best_num': 0,
+                                    'best_IS': np.float64(1.2), 'best_FID': torch.tensor(300.),
+                                    'config': original_config})]:
+    torch.save(obj, root / ('%s.pth' % name))
+  train.main(argv(tmp_path, '--num_iters 7 --save_every 100 --resume'))
+  state = checkpoints.safe_load(root / 'state_dict.pth')
+  assert state['itr'] == 7 and state['save_num'] == 1
+  lines = read(tmp_path / 'logs' / exp / 'G_loss.log').splitlines()
+  assert [int(line.split(':')[0]) for line in lines] == [6, 7]
+
+
+def test_divergence_stops_without_touching_the_last_good_checkpoint(tmp_path, monkeypatch):
+  import train_fns
+  make = train_fns.GAN_training_function
+
+  def poisoned(G, D, GD, z_, y_, ema, state_dict, config):
+    step = make(G, D, GD, z_, y_, ema, state_dict, config)
+
+    def train_step(x, y):
+      if state_dict['itr'] == 3:
+        with torch.no_grad():
+          D.linear.weight.fill_(float('nan'))
+      return step(x, y)
+    return train_step
+  monkeypatch.setattr(train_fns, 'GAN_training_function', poisoned)
+  with pytest.raises(errors.UserError, match=r'diverged: non-finite values at iteration 3 '
+                                             r'\(G_loss=nan'):
+    train.main(argv(tmp_path, '--num_iters 8 --save_every 2 --sv_log_interval 1'))
+  exp = experiment(tmp_path)
+  assert checkpoints.safe_load(tmp_path / 'weights' / exp / 'state_dict.pth')['itr'] == 2
+  assert all(torch.isfinite(t).all() for t in weights(tmp_path, exp).values()
+             if torch.is_tensor(t) and t.is_floating_point())
+
+
+@pytest.mark.parametrize('extra,message', [
+    ('--use_ema --ema_start 0 --no_toggle_grads --G_ch 0', '--G_ch must be at least 1'),
+    ('--model NoSuchModel', 'unknown --model NoSuchModel'),
+    ('--resume', '--resume: no complete checkpoint'),
+    ('--resolution 48', 'no G architecture for resolution 48'),
+    ('--num_D_accumulations 0', '--num_D_accumulations must be at least 1'),
+    ('--G_nl gelu', '--G_nl gelu is unknown'),
+])
+def test_bad_flags_fail_before_work_with_one_line(tmp_path, capsys, extra, message):
+  with pytest.raises(SystemExit) as e:
+    errors.run_main(train.main, argv(tmp_path, extra))
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith('error: ') and message in err[0], err
+  assert not os.path.exists(tmp_path / 'weights') or not os.listdir(tmp_path / 'weights')

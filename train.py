@@ -1,0 +1,292 @@
+"""Train a BigGAN: the original BigGAN-PyTorch training script, on one device or many.
+
+    python train.py --dataset Shapes --resolution 32 ...           # CPU or one GPU
+    bash scripts/launch_BigGAN_bs256x8.sh                          # the original launchers
+    torchrun --nproc_per_node 8 train.py ...                       # DDP (see distributed.py)
+
+Writes weights_root/<exp>/{G,G_optim,D,D_optim,state_dict,G_ema}.pth (+ copy{n}, best{n}),
+logs_root/<exp>_log.jsonl, logs_root/<exp>/*.log, samples_root/<exp>/... with <exp> the
+experiment name (utils.name_from_config, or --experiment_name). --resume continues from the newest
+complete checkpoint, bit-exactly on CPU: the checkpoint holds every random state and the data
+position. SIGTERM / SIGUSR1 save at the next iteration boundary and exit 0.
+"""
+import functools
+import math
+import signal
+import sys
+
+import torch
+
+import checkpoints
+import datasets
+import distributed
+import inception_utils
+import logger
+import sampling
+import train_fns
+import utils
+from errors import UserError, run_main
+
+
+class Preemption(object):
+  """Remembers SIGTERM / SIGUSR1 (cluster preemption) until the loop can stop cleanly."""
+
+  def __init__(self):
+    self.requested = None
+    self.previous = {}
+    for sig in (signal.SIGTERM, getattr(signal, 'SIGUSR1', None)):
+      if sig is not None:
+        self.previous[sig] = signal.signal(sig, self.handle)
+
+  def handle(self, signum, frame):
+    self.requested = signal.Signals(signum).name
+
+  def close(self):
+    for sig, handler in self.previous.items():
+      signal.signal(sig, handler)
+
+
+def fixed_noise(G_batch_size, dim_z, n_classes, seed, device, z_var):
+  """The fixed z, y of fixed_samples{itr}.jpg, from their own generator: identical in every run
+  of the experiment, including resumed ones."""
+  gen = torch.Generator().manual_seed(seed)
+  z = torch.randn(G_batch_size, dim_z, generator=gen) * z_var
+  y = torch.randint(0, n_classes, (G_batch_size,), generator=gen)
+  return z.to(device), y.to(device)
+
+
+def batches(loader, multiepoch):
+  """Every training batch of the run: one pass of a multi-epoch loader (the original looped over
+  it num_epochs times), else one pass per epoch until the caller stops."""
+  if multiepoch:
+    yield from loader
+    return
+  while True:
+    yield from loader
+
+
+def sv_values(G, D):
+  """The singular-value buffers as tensors (read at the next log flush, not now)."""
+  return {('%s_%s' % (prefix, key)).replace('.', '_'): value.clone().reshape(())
+          for prefix, net in (('G', G), ('D', D))
+          for key, value in net.state_dict().items() if key.split('.')[-1].startswith('sv')}
+
+
+def check_finite(rows, nets, itr, state_dict, config, experiment_name):
+  """Stop on NaN/Inf losses or weights, before anything is saved over a good checkpoint."""
+  bad = [(i, values) for i, values in rows
+         if any(not math.isfinite(v) for k, v in values.items() if '_sv' not in k)]
+  weights_ok = all(bool(torch.isfinite(p).all()) for net in nets for p in net.parameters())
+  if not bad and weights_ok:
+    return
+  where = ('iteration %d (%s)' % (bad[0][0], ', '.join('%s=%s' % kv for kv in bad[0][1].items()
+                                                         if '_sv' not in kv[0]))
+           if bad else 'the weights at iteration %d' % itr)
+  raise UserError('training diverged: non-finite values at %s; nothing was saved after it, the '
+                  'last checkpoint in %s/%s is intact. Lower the learning rates or change --amp, '
+                  'then --resume' % (where, config['weights_root'], experiment_name))
+
+
+def run(config):
+  config = utils.prepare_config(config)
+  ctx = distributed.setup(config['device'])
+  device = ctx.device
+  if ctx.distributed and config['parallel']:
+    print('Notice: --parallel (nn.DataParallel) is off under torchrun; DDP is used instead.')
+    config['parallel'] = False
+  if ctx.distributed and config['split_D']:
+    raise UserError('--split_D runs D twice per backward pass, which DDP cannot synchronise; drop '
+                    '--split_D under torchrun')
+  info = datasets.dataset_info(config['dataset'], config['data_root'], config['resolution'])
+  config['classes_per_sheet'] = info['classes_per_sheet']
+  experiment_name = config['experiment_name'] or utils.name_from_config(config)
+  print('Experiment name is %s' % experiment_name)
+  if ctx.is_main:
+    utils.prepare_root(config)
+  torch.backends.cudnn.benchmark = True
+
+  # Models: the same seed on every rank.
+  utils.seed_rng(config['seed'])
+  model = utils.load_model_module(config['model'])
+  G = model.Generator(**config).to(device)
+  D = model.Discriminator(**config).to(device)
+  G_ema, ema = None, None
+  if config['ema']:
+    print('Preparing EMA for G with decay of {}'.format(config['ema_decay']))
+    G_ema = model.Generator(**{**config, 'skip_init': True, 'no_optim': True}).to(device)
+    ema = utils.ema(G, G_ema, config['ema_decay'], config['ema_start'])
+  if config['channels_last']:
+    for net in filter(None, (G, D, G_ema)):
+      net.to(memory_format=torch.channels_last)
+  GD = model.G_D(G, D)
+  if ctx.is_main:
+    print(G)
+    print(D)
+    print('Number of params in G: {} D: {}'.format(
+        *[sum(p.numel() for p in net.parameters()) for net in [G, D]]))
+  train_fns.make_scalers(G, D, config, device)
+
+  state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0,
+                'best_FID': 999999, 'config': config}
+  saved = {}
+  if config['resume']:
+    suffix = config['load_weights'] or None
+    if suffix is None:
+      suffix, found = checkpoints.newest_save(config['weights_root'], experiment_name)
+      print('Resuming from the newest complete checkpoint: %s (itr %d)'
+            % (suffix or 'the plain files', found[suffix]))
+    saved = checkpoints.load_weights(G, D, state_dict, config['weights_root'], experiment_name,
+                                     suffix, G_ema if config['ema'] else None)
+    state_dict['config'] = config
+    for net in (G, D):
+      if net.scaler.is_enabled() and '%s_scaler' % ('G' if net is G else 'D') in saved:
+        net.scaler.load_state_dict(saved['%s_scaler' % ('G' if net is G else 'D')])
+  if config['compile']:
+    G.forward = torch.compile(G.forward)
+    D.forward = torch.compile(D.forward)
+  if config['parallel']:
+    GD = torch.nn.DataParallel(GD)
+  GD = distributed.wrap(GD, ctx) if not config['parallel'] else GD
+
+  # Logs: fresh unless resuming, then cut back to the checkpoint's iteration.
+  test_log = train_log = None
+  if ctx.is_main:
+    test_log = logger.MetricsLogger('%s/%s_log.jsonl' % (config['logs_root'], experiment_name),
+                                    reinitialize=not config['resume'])
+    train_log = logger.MyLogger('%s/%s' % (config['logs_root'], experiment_name),
+                                reinitialize=not config['resume'], logstyle=config['logstyle'])
+    if config['resume']:
+      test_log.truncate(state_dict['itr'])
+      train_log.truncate(state_dict['itr'])
+    utils.write_metadata(config['logs_root'], experiment_name, config, state_dict)
+
+  # Data: each D step consumes batch_size * num_D_accumulations images per process.
+  D_batch_size = config['batch_size'] * config['num_D_steps'] * config['num_D_accumulations']
+  loader = utils.get_data_loaders(**{**config, 'batch_size': D_batch_size,
+                                     'start_itr': state_dict['itr']})[0]
+  G_batch_size = max(config['G_batch_size'], config['batch_size'])
+  z_, y_ = sampling.prepare_z_y(G_batch_size, G.dim_z, config['n_classes'], device=device,
+                                z_var=config['z_var'])
+  fixed_z, fixed_y = fixed_noise(G_batch_size, G.dim_z, config['n_classes'], config['seed'],
+                                 device, config['z_var'])
+  if config['which_train_fn'] == 'GAN':
+    train = train_fns.GAN_training_function(G, D, GD, z_, y_, ema, state_dict, config)
+  elif config['which_train_fn'] == 'dummy':
+    train = train_fns.dummy_training_function()
+  else:
+    raise UserError('--which_train_fn %s is unknown; use GAN or dummy' % config['which_train_fn'])
+  sample_G = G_ema if config['ema'] and config['use_ema'] else G
+  sample = functools.partial(sampling.sample, G=sample_G, z_=z_, y_=y_, config=config)
+  sampler = loader.sampler
+  run_length = (sampler.num_batches if config['use_multiepoch_sampler']
+                else config['num_epochs'] * sampler.batches_per_epoch)
+  total = min(config['num_iters'], run_length) if config['num_iters'] else run_length
+  get_inception_metrics = None
+  if total >= config['test_every'] and state_dict['itr'] < total:
+    get_inception_metrics = inception_utils.prepare_inception_metrics(
+        config['dataset'], config['parallel'], config['no_fid'], network=config['inception_net'],
+        weights=config['inception_weights'], data_root=config['data_root'],
+        resolution=config['resolution'], device=device)
+
+  # Random streams: per rank for z/y; on resume, exactly where the checkpoint left them.
+  if 'rng' in saved:
+    checkpoints.set_rng_state(saved['rng'][min(ctx.rank, len(saved['rng']) - 1)])
+  elif ctx.distributed:
+    torch.manual_seed(config['seed'] + 1000003 * ctx.rank)
+
+  def save_state():
+    """Everything beyond the original's fields that an exact resume needs."""
+    state_dict['rng'] = distributed.gather_objects(checkpoints.rng_state(), ctx)
+    state_dict['G_scaler'] = G.scaler.state_dict()
+    state_dict['D_scaler'] = D.scaler.state_dict()
+    state_dict['epoch'] = sampler.epoch_of(state_dict['itr'])
+
+  def eval_mode():
+    if config['G_eval_mode']:
+      print('Switching G to eval mode...')
+      G.eval()
+      if G_ema is not None:
+        G_ema.eval()
+    # Without cross-replica BN the ranks' BN statistics differ: evaluate rank 0's.
+    distributed.sync_buffers(G, ctx)
+
+  rng_devices = [torch.device(device).index or 0] if device.startswith('cuda') else []
+  preemption = Preemption()
+  tensorboard = (logger.TensorBoard('%s/%s/tb' % (config['logs_root'], experiment_name))
+                 if config['tensorboard'] and ctx.is_main else None)
+  progress = logger.TrainLog(train_log, interval=config['sv_log_interval'] or 10, total=total,
+                             start_itr=state_dict['itr'], pbar=config['pbar'],
+                             tensorboard=tensorboard, quiet=not ctx.is_main) if ctx.is_main else None
+  print('Beginning training at iteration %d (epoch %d) of %d...'
+        % (state_dict['itr'], state_dict['epoch'], total))
+  try:
+    for x, y in batches(loader, config['use_multiepoch_sampler']):
+      if state_dict['itr'] >= total:
+        break
+      state_dict['itr'] += 1
+      itr = state_dict['itr']
+      for net in filter(None, (G, D, G_ema)):
+        net.train()
+      x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+      if config['channels_last']:
+        x = x.contiguous(memory_format=torch.channels_last)
+      metrics = train(x, y)
+      if config['sv_log_interval'] > 0 and not itr % config['sv_log_interval']:
+        metrics = {**metrics, **sv_values(G, D)}
+      saving = not itr % config['save_every']
+      testing = get_inception_metrics is not None and not itr % config['test_every']
+      stopping = distributed.any_rank(preemption.requested, ctx) or itr >= total
+      if progress is not None:
+        rows = progress.add(itr, metrics) or []
+        if saving or testing or stopping:  # logs are complete up to any checkpoint
+          rows += progress.flush()
+        if rows or saving or stopping:
+          check_finite(rows, (G, D), itr, state_dict, config, experiment_name)
+      if saving or stopping:
+        save_state()
+        eval_mode()
+        with torch.random.fork_rng(devices=rng_devices):  # keep sampling off the training stream
+          if saving:
+            gen = torch.Generator(device).manual_seed(config['seed'] * 7919 + itr)
+            fixed = train_fns.save_and_sample(G, D, G_ema, z_, y_, fixed_z, fixed_y, state_dict,
+                                              config, experiment_name, is_main=ctx.is_main,
+                                              generator=gen)
+            if tensorboard is not None:
+              tensorboard.image('fixed_samples', fixed, itr)
+          elif ctx.is_main:  # the end of the run, or preemption: the plain files only
+            checkpoints.save_weights(G, D, state_dict, config['weights_root'], experiment_name,
+                                     None, G_ema if config['ema'] else None)
+      if testing:
+        eval_mode()
+        with torch.random.fork_rng(devices=rng_devices):
+          train_fns.test(G, D, G_ema, z_, y_, state_dict, config, sample, get_inception_metrics,
+                         experiment_name, test_log, is_main=ctx.is_main)
+      if stopping:
+        break
+  finally:
+    preemption.close()
+  if progress is not None:
+    progress.close()
+  if tensorboard is not None:
+    tensorboard.close()
+  if preemption.requested:
+    print('Received %s: saved the checkpoint at iteration %d; continue with --resume.'
+          % (preemption.requested, state_dict['itr']))
+  else:
+    print('Finished at iteration %d. Weights: %s/%s, logs: %s/%s, samples: %s/%s'
+          % (state_dict['itr'], config['weights_root'], experiment_name, config['logs_root'],
+             experiment_name, config['samples_root'], experiment_name))
+  distributed.cleanup(ctx)
+  return state_dict
+
+
+def main(argv=None):
+  parser = utils.prepare_parser()
+  config = vars(parser.parse_args(argv))
+  print(config)
+  run(config)
+
+
+if __name__ == '__main__':
+  run_main(main)
+  sys.exit(0)
