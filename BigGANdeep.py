@@ -5,8 +5,15 @@
 Same state_dict keys and parameter order as the original BigGANdeep.py. New: it also works
 without --hier (the whole z feeds the linear layer and the blocks see the class embedding only),
 and has a 512 px D.
+
+New with --G_tfhub: G as DeepMind's TF-Hub biggan-deep modules (TFHub/converter.py writes their
+weights): the output conv has G_ch channels of which the first 3 are RGB, and every BN keeps the
+statistics TF-Hub stored for 51 truncations; G.set_truncation(t) selects them. TF-Hub's [z, y]
+conditioning order is handled by the converter (it reorders the weight columns), so the forward
+pass is otherwise the default one.
 """
 import functools
+import math
 
 import torch
 import torch.nn as nn
@@ -15,6 +22,22 @@ import torch.optim as optim
 
 import layers
 from BigGAN import G_D, G_arch, attention_resolutions, check_resolution  # noqa: F401 (G_D re-exported)
+
+
+# TF-Hub's biggan-deep modules store BN statistics for the truncations 0, 1/50, 2/50, ..., 1.
+TFHUB_TRUNCATIONS = 51
+
+
+def truncation_rows(truncation, n=TFHUB_TRUNCATIONS):
+  """(lo, hi, w): `truncation` lies between rows lo and hi of an n-row table on the grid
+  0, 1/(n-1), ..., 1, at weight w of row hi. The statistics there are (1-w) row_lo + w row_hi."""
+  if not 0.0 <= truncation <= 1.0:
+    raise ValueError('truncation must be in [0, 1] (got %s): TF-Hub stored BN statistics for '
+                     'those values only' % truncation)
+  position = truncation * (n - 1)
+  # 0.4 * 50 is 19.999999999999996 in floating point: row 20, not row 19 at weight 1.
+  lo = min(int(math.floor(position + 1e-6)), n - 1)
+  return lo, min(lo + 1, n - 1), max(position - lo, 0.0)
 
 
 class GBlock(nn.Module):
@@ -59,10 +82,11 @@ class Generator(nn.Module):
                G_activation=nn.ReLU(inplace=False), G_lr=5e-5, G_B1=0.0, G_B2=0.999,
                adam_eps=1e-8, BN_eps=1e-5, SN_eps=1e-12, G_mixed_precision=False, G_fp16=False,
                G_init='ortho', skip_init=False, no_optim=False, G_param='SN', norm_style='bn',
-               **kwargs):
+               G_tfhub=False, **kwargs):
     super(Generator, self).__init__()
     self.ch = G_ch
     self.G_depth = G_depth
+    self.tfhub = G_tfhub
     self.dim_z = dim_z
     self.bottom_width = bottom_width
     self.resolution = resolution
@@ -120,11 +144,15 @@ class Generator(nn.Module):
       if self.arch['attention'][self.arch['resolution'][index]]:
         blocks[-1] += [layers.Attention(self.arch['out_channels'][index], self.which_conv)]
     self.blocks = nn.ModuleList([nn.ModuleList(block) for block in blocks])
+    # TF-Hub's output conv has G_ch channels (the first 3 are the image); spectral norm is taken
+    # over all of them, so they are kept.
     self.output_layer = nn.Sequential(
         layers.bn(self.arch['out_channels'][-1], eps=self.BN_eps,
                   cross_replica=self.cross_replica, mybn=self.mybn),
         self.activation,
-        self.which_conv(self.arch['out_channels'][-1], 3))
+        self.which_conv(self.arch['out_channels'][-1], self.ch if self.tfhub else 3))
+    if self.tfhub:
+      self._add_truncation_tables()
 
     if not skip_init:
       self.param_count = layers.init_weights(self, self.init)
@@ -137,6 +165,34 @@ class Generator(nn.Module):
   def init_weights(self):
     self.param_count = layers.init_weights(self, self.init)
 
+  def truncation_bns(self):
+    """The BN layers that hold statistics per truncation (--G_tfhub), in module order."""
+    return [m for m in self.modules() if hasattr(m, 'truncation_mean')]
+
+  def _add_truncation_tables(self):
+    if self.cross_replica or self.mybn or self.norm_style != 'bn':
+      raise ValueError('--G_tfhub keeps TF-Hub\'s BN statistics: it needs plain BN (no --mybn, '
+                       '--cross_replica or --norm_style other than bn)')
+    for m in self.modules():
+      if isinstance(m, (layers.ccbn, layers.bn)):
+        channels = m.stored_mean.numel()
+        m.register_buffer('truncation_mean', torch.zeros(TFHUB_TRUNCATIONS, channels))
+        m.register_buffer('truncation_var', torch.ones(TFHUB_TRUNCATIONS, channels))
+
+  def set_truncation(self, truncation):
+    """Use the BN statistics stored for `truncation` (z = truncation * truncated normal in
+    [-2, 2], as TF-Hub samples): every BN's stored_mean/stored_var become the linear
+    interpolation of the two nearest of the 51 stored rows. Without --G_tfhub the statistics do
+    not depend on the truncation and nothing changes; returns whether anything did."""
+    if not self.tfhub:
+      return False
+    lo, hi, weight = truncation_rows(truncation)
+    with torch.no_grad():
+      for m in self.truncation_bns():
+        m.stored_mean.copy_(torch.lerp(m.truncation_mean[lo], m.truncation_mean[hi], weight))
+        m.stored_var.copy_(torch.lerp(m.truncation_var[lo], m.truncation_var[hi], weight))
+    return True
+
   def forward(self, z, y):
     """z: (B, dim_z) noise; y: the class input already passed through self.shared."""
     if self.hier:
@@ -147,7 +203,8 @@ class Generator(nn.Module):
     for blocklist in self.blocks:
       for block in blocklist:
         h = block(h, y)
-    return torch.tanh(self.output_layer(h))
+    h = self.output_layer(h)
+    return torch.tanh(h[:, :3] if self.tfhub else h)
 
 
 class DBlock(nn.Module):

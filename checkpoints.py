@@ -223,24 +223,33 @@ def load_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=No
   recover(root)
   print('Loading %sweights from %s...' % (name_suffix + ' ' if name_suffix else '', root))
 
-  def device_of(model):
-    return next(iter(model.state_dict().values())).device
+  def load_into(target, name, strict=True):
+    path = file_path(root, name, name_suffix)
+    if isinstance(target, nn.Module):
+      device = next(iter(target.state_dict().values())).device
+    else:  # an optimizer: the device of its parameters
+      device = target.param_groups[0]['params'][0].device
+    try:
+      target.load_state_dict(safe_load(path, device), **({'strict': strict}
+                                                         if isinstance(target, nn.Module) else {}))
+    except (RuntimeError, ValueError, KeyError) as e:
+      raise UserError('%s does not fit the model built from these flags (%s); use the flags of '
+                      'the run that wrote it' % (path, str(e).strip().splitlines()[0][:300]))
 
   if G is not None:
-    G.load_state_dict(safe_load(file_path(root, 'G', name_suffix), device_of(G)), strict=strict)
+    load_into(G, 'G', strict)
     if load_optim:
-      G.optim.load_state_dict(safe_load(file_path(root, 'G_optim', name_suffix), device_of(G)))
+      load_into(G.optim, 'G_optim')
   if D is not None:
-    D.load_state_dict(safe_load(file_path(root, 'D', name_suffix), device_of(D)), strict=strict)
+    load_into(D, 'D', strict)
     if load_optim:
-      D.optim.load_state_dict(safe_load(file_path(root, 'D_optim', name_suffix), device_of(D)))
+      load_into(D.optim, 'D_optim')
   saved = safe_load(file_path(root, STATE_FILE, name_suffix))
   for item in state_dict:
     if item in saved:
       state_dict[item] = saved[item]
   if G_ema is not None:
-    G_ema.load_state_dict(safe_load(file_path(root, 'G_ema', name_suffix), device_of(G_ema)),
-                          strict=strict)
+    load_into(G_ema, 'G_ema', strict)
   return saved
 
 

@@ -12,6 +12,7 @@ position. SIGTERM / SIGUSR1 save at the next iteration boundary and exit 0.
 """
 import functools
 import math
+import os
 import signal
 import sys
 
@@ -141,6 +142,17 @@ def run(config):
     for net in (G, D):
       if net.scaler.is_enabled() and '%s_scaler' % ('G' if net is G else 'D') in saved:
         net.scaler.load_state_dict(saved['%s_scaler' % ('G' if net is G else 'D')])
+  elif config['finetune_from']:
+    suffix = config['load_weights'] or checkpoints.newest_save(config['weights_root'],
+                                                               config['finetune_from'])[0]
+    print('Fine-tuning from %s (%s) into %s' % (config['finetune_from'],
+                                                suffix or 'the plain files', experiment_name))
+    has_ema = os.path.exists(checkpoints.file_path(
+        '%s/%s' % (config['weights_root'], config['finetune_from']), 'G_ema', suffix))
+    checkpoints.load_weights(G, D, {}, config['weights_root'], config['finetune_from'], suffix,
+                             G_ema if config['ema'] and has_ema else None)
+    if config['ema'] and not has_ema:
+      G_ema.load_state_dict(G.state_dict())
   if config['compile']:
     G.forward = torch.compile(G.forward)
     D.forward = torch.compile(D.forward)

@@ -252,6 +252,11 @@ def prepare_parser():
            '(default: %(default)s)')
   add('--resume', action='store_true', default=False,
       help='Resume from the newest complete checkpoint of this experiment (default: %(default)s)')
+  add('--finetune_from', type=str, default='',
+      help='(new) Start from the weights and optimizer states of experiment FINETUNE_FROM (under '
+           'weights_root; its newest complete save, or --load_weights SUFFIX) at iteration 0, '
+           'writing to this run\'s own experiment folder (name it with --experiment_name) '
+           '(default: none)')
   add('--device', type=str, default='auto',
       help='(new) Device: auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ... '
            '(default: %(default)s)')
@@ -461,6 +466,8 @@ def check_config(config):
   _check(not config['hier'] or config['G_shared'],
          '--hier concatenates z chunks to the shared embedding: add --G_shared')
   _check(config['ema_decay'] >= 0 and config['ema_decay'] <= 1, '--ema_decay must be in [0, 1]')
+  _check(not config.get('G_tfhub') or config['model'] == 'BigGANdeep',
+         '--G_tfhub is the TF-Hub variant of BigGAN-deep: use it with --model BigGANdeep')
 
 
 def prepare_config(config):
