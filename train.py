@@ -181,12 +181,11 @@ def run(config):
                                 z_var=config['z_var'])
   fixed_z, fixed_y = fixed_noise(G_batch_size, G.dim_z, config['n_classes'], config['seed'],
                                  device, config['z_var'])
-  if config['which_train_fn'] == 'GAN':
-    train = train_fns.GAN_training_function(G, D, GD, z_, y_, ema, state_dict, config)
-  elif config['which_train_fn'] == 'dummy':
+  if config['which_train_fn'] == 'dummy':
     train = train_fns.dummy_training_function()
   else:
-    raise UserError('--which_train_fn %s is unknown; use GAN or dummy' % config['which_train_fn'])
+    train = train_fns.training_function(config['which_train_fn'])(G, D, GD, z_, y_, ema,
+                                                                  state_dict, config)
   sample_G = G_ema if config['ema'] and config['use_ema'] else G
   sample = functools.partial(sampling.sample, G=sample_G, z_=z_, y_=y_, config=config)
   sampler = loader.sampler
@@ -254,10 +253,16 @@ def run(config):
           rows += progress.flush()
         if rows or saving or stopping:
           check_finite(rows, (G, D), itr, state_dict, config, experiment_name)
-      if saving or stopping:
+      if saving or testing or stopping:
         save_state()
         eval_mode()
-        with torch.random.fork_rng(devices=rng_devices):  # keep sampling off the training stream
+      # Evaluate first, so that the checkpoint of this iteration holds its best IS/FID.
+      if testing:
+        with torch.random.fork_rng(devices=rng_devices):  # keep evaluation off the training stream
+          train_fns.test(G, D, G_ema, z_, y_, state_dict, config, sample, get_inception_metrics,
+                         experiment_name, test_log, is_main=ctx.is_main)
+      if saving or stopping:
+        with torch.random.fork_rng(devices=rng_devices):
           if saving:
             gen = torch.Generator(device).manual_seed(config['seed'] * 7919 + itr)
             fixed = train_fns.save_and_sample(G, D, G_ema, z_, y_, fixed_z, fixed_y, state_dict,
@@ -268,11 +273,6 @@ def run(config):
           elif ctx.is_main:  # the end of the run, or preemption: the plain files only
             checkpoints.save_weights(G, D, state_dict, config['weights_root'], experiment_name,
                                      None, G_ema if config['ema'] else None)
-      if testing:
-        eval_mode()
-        with torch.random.fork_rng(devices=rng_devices):
-          train_fns.test(G, D, G_ema, z_, y_, state_dict, config, sample, get_inception_metrics,
-                         experiment_name, test_log, is_main=ctx.is_main)
       if stopping:
         break
   finally:

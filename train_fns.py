@@ -10,6 +10,7 @@ Additions to the original: --amp autocast with GradScalers (G.scaler, D.scaler),
 synchronisation only on the last micro-batch, --loss, --no_toggle_grads.
 """
 import contextlib
+import importlib
 
 import torch
 
@@ -18,6 +19,7 @@ import layers
 import losses
 import sampling
 import utils
+from errors import UserError
 
 
 def dummy_training_function():
@@ -25,6 +27,22 @@ def dummy_training_function():
   def train(x, y):
     return {}
   return train
+
+
+def training_function(name):
+  """--which_train_fn: GAN (this module's), or module.function of your own with the same
+  signature as GAN_training_function (a hook for new losses or regularisers without editing
+  this file)."""
+  if name == 'GAN':
+    return GAN_training_function
+  module, _, function = name.rpartition('.')
+  if module:
+    try:
+      return getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError):
+      pass
+  raise UserError('--which_train_fn %s is unknown; use GAN, dummy, or module.function of your '
+                  'own' % name)
 
 
 def autocast(config, device):
@@ -112,7 +130,9 @@ def GAN_training_function(G, D, GD, z_, y_, ema, state_dict, config):
       last = accumulation_index == config['num_G_accumulations'] - 1
       with _sync_unless(replicas.get('G'), last):
         with autocast(config, device):
-          D_fake = GD(z_, y_, train_G=True, split_D=config['split_D'])
+          # Plain-tensor views of z_, y_: torch.compile cannot trace the Distribution subclass.
+          D_fake = GD(z_.as_subclass(torch.Tensor), y_.as_subclass(torch.Tensor), train_G=True,
+                      split_D=config['split_D'])
         G_loss = generator_loss(D_fake) / float(config['num_G_accumulations'])
         G.scaler.scale(G_loss).backward()
     if config['G_ortho'] > 0.0:

@@ -292,6 +292,7 @@ def prepare_parser():
 
 def add_sample_parser(parser):
   """Flags of sample.py, added to the shared parser."""
+  from sampling import INTERPOLATIONS, TRUNCATION_MODES
   add = parser.add_argument
   add('--sample_npz', action='store_true', default=False,
       help='Sample sample_num_npz images into an .npz file of uint8 images (default: %(default)s)')
@@ -310,6 +311,18 @@ def add_sample_parser(parser):
            '(default: none)')
   add('--sample_inception_metrics', action='store_true', default=False,
       help='Compute IS/FID of the loaded G (default: %(default)s)')
+  add('--truncation', type=float, default=None,
+      help='(new) Truncation threshold t >= 0 of z for every sample.py mode, in the sense of '
+           '--truncation_mode; a TF-Hub biggan-deep G also switches to its BN statistics for t '
+           '(default: none, z ~ N(0, z_var^2))')
+  add('--truncation_mode', type=str, default='z_var', choices=list(TRUNCATION_MODES),
+      help='(new) Meaning of --truncation and of the --sample_trunc_curves values: z_var '
+           '(z ~ N(0, t^2), what the original sweep did), resample (the BigGAN paper: N(0, 1) '
+           'with every |z| > t redrawn) or tfhub (t * normal truncated to [-2, 2], TF-Hub\'s) '
+           '(default: %(default)s)')
+  add('--interp_method', type=str, default='lerp', choices=sorted(INTERPOLATIONS),
+      help='(new) How --sample_interps interpolates z and the class embedding: lerp (straight '
+           'line, the original) or slerp (great circle) (default: %(default)s)')
   return parser
 
 
@@ -460,6 +473,11 @@ def check_config(config):
       _check(res.isdigit(), '--%s_attn %s must be resolutions joined by _, e.g. 32_64, or 0'
              % (side, config[side + '_attn']))
   _check(config['which_best'] in ('IS', 'FID'), '--which_best must be IS or FID')
+  _check(not (config['which_best'] == 'FID' and config['no_fid']),
+         '--which_best FID needs FID: drop --no_fid or use --which_best IS')
+  if config['which_train_fn'] != 'dummy':
+    import train_fns
+    train_fns.training_function(config['which_train_fn'])  # a UserError if there is none
   _check(config['pbar'] in ('mine', 'tqdm'), '--pbar must be mine or tqdm')
   _check(config['norm_style'].split('_')[0] in ('bn', 'in', 'ln', 'gn', 'nonorm'),
          '--norm_style %s is unknown; use bn, in, ln, gn or nonorm' % config['norm_style'])

@@ -58,13 +58,16 @@ def test_every_original_flag_with_its_dest_and_default():
 
 
 def launch_commands(repo_root):
-  """(script, argv) of every python train.py/sample.py call in scripts/*.sh."""
+  """(script, argv) of every train.py/sample.py call (python or torchrun) in scripts/*.sh, with
+  the scripts' shell variables at their defaults."""
   for path in sorted(glob.glob(os.path.join(repo_root, 'scripts', '*.sh'))):
     text = open(path).read().replace('\\\n', ' ')
+    for old, new in [('$((256 / NPROC))', '32'), ('$EXP', 'exp'), ('$RESUME', ''), ('"$@"', '')]:
+      text = text.replace(old, new)
     for line in text.splitlines():
-      match = re.search(r'python3? (train|sample)\.py(.*)', line)
-      if match and 'torchrun' not in line:
-        yield os.path.basename(path), shlex.split(match.group(2).replace('"$@"', ''))
+      match = re.search(r'(?:python3? |torchrun .*)(train|sample)\.py(.*)', line)
+      if match and not line.lstrip().startswith('#'):
+        yield os.path.basename(path), shlex.split(match.group(2))
 
 
 def test_original_launch_scripts_parse(repo_root):
@@ -119,3 +122,12 @@ def test_base_root(base):
   expected = {k: (os.path.join(base, k) if base else k)
               for k in ['data', 'weights', 'logs', 'samples']}
   assert {k: config[k + '_root'] for k in expected} == expected
+
+
+def test_ddp_launchers_keep_the_2048_mega_batch(repo_root):
+  commands = dict(launch_commands(repo_root))
+  for script, world in [('launch_BigGAN_bs256x8_ddp.sh', 8), ('launch_BigGAN_deep_ddp.sh', 8),
+                        ('slurm_BigGAN_multinode.sh', 32)]:
+    config = vars(parser().parse_args(commands[script]))
+    for accumulations in ['num_D_accumulations', 'num_G_accumulations']:
+      assert config['batch_size'] * config[accumulations] * world == 2048, script

@@ -213,11 +213,31 @@ def test_divergence_stops_without_touching_the_last_good_checkpoint(tmp_path, mo
     ('--resolution 48', 'no G architecture for resolution 48'),
     ('--num_D_accumulations 0', '--num_D_accumulations must be at least 1'),
     ('--G_nl gelu', '--G_nl gelu is unknown'),
+    ('--base_root {file}/sub', 'is not a writable folder'),
+    ('--split_D --which_train_fn GANN', '--which_train_fn GANN is unknown'),
 ])
 def test_bad_flags_fail_before_work_with_one_line(tmp_path, capsys, extra, message):
+  (tmp_path / 'a_file').write_text('x')
   with pytest.raises(SystemExit) as e:
-    errors.run_main(train.main, argv(tmp_path, extra))
+    errors.run_main(train.main, argv(tmp_path, extra.format(file=tmp_path / 'a_file')))
   assert e.value.code == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith('error: ') and message in err[0], err
   assert not os.path.exists(tmp_path / 'weights') or not os.listdir(tmp_path / 'weights')
+
+
+@pytest.mark.parametrize('amp', ['bf16', 'fp16'])
+def test_mixed_precision_trains_saves_and_resumes_exactly(tmp_path, amp):
+  flags = '--num_iters 4 --save_every 2 --amp ' + amp
+  train.main(argv(tmp_path / 'a', flags.replace('--num_iters 4', '--num_iters 6')))
+  train.main(argv(tmp_path / 'b', flags))
+  exp = experiment(tmp_path)
+  state = checkpoints.safe_load(tmp_path / 'b' / 'weights' / exp / 'state_dict.pth')
+  assert state['config']['amp'] == amp
+  assert state['G_scaler']['scale'] > 1 if amp == 'fp16' else state['G_scaler'] == {}
+  G = checkpoints.safe_load(tmp_path / 'b' / 'weights' / exp / 'G.pth')
+  assert all(t.dtype in (torch.float32, torch.int64) for t in G.values())  # fp32 weights
+  train.main(argv(tmp_path / 'b', flags.replace('--num_iters 4', '--num_iters 6') + ' --resume'))
+  assert_same_run(tmp_path / 'a', tmp_path / 'b', exp)
+  losses = read(tmp_path / 'b' / 'logs' / exp / 'G_loss.log').splitlines()
+  assert len(losses) == 6 and all(np.isfinite(float(line.split(':')[1])) for line in losses)

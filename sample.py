@@ -1,0 +1,348 @@
+"""Sample from a trained BigGAN: an .npz of images, class and interpolation sheets, random samples,
+IS/FID, and IS/FID against truncation. The original sample.py's flags and files, plus truncation
+with explicit semantics.
+
+    python sample.py [the run's train.py flags] --sample_npz --sample_sheets --sample_random
+    python sample.py --experiment_name EXP --config_from_name --sample_interps --interp_method slerp
+    python sample.py --experiment_name EXP --config_from_name --sample_trunc_curves 0.1_0.1_1.0 \\
+        --truncation_mode resample --accumulate_stats     # IS/FID against truncation
+    python sample.py --experiment_name biggan-deep-256 --config_from_name --G_eval_mode \\
+        --truncation 0.4 --truncation_mode tfhub --sample_sheets    # a TFHub/converter.py folder
+    bash scripts/sample_BigGAN_bs256x8.sh
+
+Reads weights_root/<exp>/G{_suffix}.pth (G_ema with --use_ema; --load_weights SUFFIX) and
+state_dict{_suffix}.pth, as train.py, the original or TFHub/converter.py wrote them. Writes to
+samples_root/<exp>/:
+  samples.npz                --sample_npz: x (N, 3, H, W) uint8 (rounded), y (N,) labels
+  <folder>/samples{i}.jpg    --sample_sheets: a row per class, labelled with the class names
+                             when the dataset has them
+  <folder>/interp{ZY,Y,Z}0   --sample_interps (z and class, class only, z only), .jpg
+  random_samples.jpg         --sample_random: G_batch_size images
+  truncation_curve_<mode>    --sample_trunc_curves start_step_end: .csv with the header
+                             truncation,IS_mean,IS_std,FID (FID empty with --no_fid), and .png
+where <folder> is --sample_sheet_folder_num, or the checkpoint's iteration for -1. IS/FID
+(--sample_inception_metrics, --sample_trunc_curves) are printed with what they were measured on;
+only they need the Inception weights and (unless --no_fid) the dataset's moments file.
+
+--truncation t draws z for every mode by --truncation_mode: z_var (N(0, t^2), the original sweep's
+meaning and the default), resample (the BigGAN paper: N(0, 1) with |z| > t redrawn) or tfhub
+(t * normal truncated to [-2, 2]). Standing statistics (--accumulate_stats) are accumulated with
+the z they serve, per sweep value (the original used N(0, 1) for all). A G with statistics per
+truncation (TF-Hub biggan-deep) is switched to those of t.
+
+--config_from_name rebuilds G from the config in state_dict.pth. As in the original, z_var,
+base_root, batch_size, G_batch_size, use_ema and G_eval_mode stay the command line's; so do now
+the roots, experiment_name, load_weights and device (where this run looks and writes), sample.py's
+own flags, and every flag given explicitly on the command line.
+"""
+import argparse
+import csv
+import functools
+import math
+import os
+
+import numpy as np
+import torch
+from tqdm import trange
+
+import checkpoints
+import datasets
+import distributed
+import inception_utils
+import sampling
+import utils
+from errors import UserError, run_main
+
+# With --config_from_name these stay the command line's: the original's list ...
+ORIGINAL_OWN = ('z_var', 'base_root', 'batch_size', 'G_batch_size', 'use_ema', 'G_eval_mode')
+# ... and where this run finds the checkpoint and writes (the original took the stored roots,
+# which fails for a moved or converted folder).
+LOCATION = ('weights_root', 'logs_root', 'samples_root', 'data_root', 'experiment_name',
+            'load_weights', 'config_from_name', 'device')
+CURVE_FIELDS = ('truncation', 'IS_mean', 'IS_std', 'FID')
+
+
+def prepare_parser():
+  return utils.add_sample_parser(utils.prepare_parser())
+
+
+def given_flags(argv=None):
+  """The dests of the flags written on the command line."""
+  parser = prepare_parser()
+  for action in parser._actions:
+    action.default = argparse.SUPPRESS
+  return set(vars(parser.parse_args(argv)))
+
+
+def sample_flags():
+  return set(vars(utils.add_sample_parser(argparse.ArgumentParser()).parse_args([])))
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and weights
+# ---------------------------------------------------------------------------------------------
+
+
+def config_from_checkpoint(config, given=()):
+  """--config_from_name: replace the flags by the run's stored config (see the module doc)."""
+  if not config['experiment_name']:
+    raise UserError('--config_from_name reads the config of an existing run: name it with '
+                    '--experiment_name (its folder under --weights_root)')
+  state = {'config': None}
+  checkpoints.load_weights(None, None, state, config['weights_root'], config['experiment_name'],
+                           config['load_weights'] or None, None, strict=False, load_optim=False)
+  if not isinstance(state['config'], dict):
+    raise UserError('%s/%s has no config in its state_dict.pth; pass the flags of the run '
+                    'instead of --config_from_name' % (config['weights_root'],
+                                                       config['experiment_name']))
+  own = set(ORIGINAL_OWN) | set(LOCATION) | sample_flags() | set(given)
+  for key, value in state['config'].items():
+    if key not in own:
+      config[key] = value
+  return config
+
+
+def load_G(G, config, experiment_name):
+  """Load G's weights (G_ema.pth with --use_ema, else G.pth; a folder holding only the other
+  one, such as a TF-Hub conversion, serves with a notice). Returns (state_dict, file name)."""
+  root = '%s/%s' % (config['weights_root'], experiment_name)
+  suffix = config['load_weights'] or None
+  checkpoints.recover(root)
+  names = ['G_ema', 'G'] if config['use_ema'] else ['G', 'G_ema']
+  found = [n for n in names if os.path.exists(checkpoints.file_path(root, n, suffix))]
+  name = found[0] if found else names[0]
+  if name != names[0]:
+    print('Notice: %s has no %s; sampling with %s instead.' % (
+        root, os.path.basename(checkpoints.file_path(root, names[0], suffix)), name))
+  state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0,
+                'best_FID': 999999, 'config': config}
+  checkpoints.load_weights(G if name == 'G' else None, None, state_dict, config['weights_root'],
+                           experiment_name, suffix, G if name == 'G_ema' else None, strict=False,
+                           load_optim=False)
+  return state_dict, os.path.basename(checkpoints.file_path(root, name, suffix))
+
+
+# ---------------------------------------------------------------------------------------------
+# Truncation
+# ---------------------------------------------------------------------------------------------
+
+
+def truncation_values(spec):
+  """'start_step_end' -> [start, start + step, ..., end] (the original's np.arange(start,
+  end + step, step), without its float drift such as 0.6000000000000001)."""
+  try:
+    start, step, end = [float(v) for v in spec.split('_')]
+  except ValueError:
+    raise UserError('--sample_trunc_curves %s must be start_step_end, e.g. 0.05_0.05_1.0' % spec)
+  if step <= 0 or end < start:
+    raise UserError('--sample_trunc_curves %s: step must be positive and end >= start, e.g. '
+                    '0.05_0.05_1.0' % spec)
+  count = int(math.floor((end - start) / step + 1e-9)) + 1
+  return [round(start + i * step, 10) for i in range(count)]
+
+
+def check_truncations(G, values):
+  """Refuse truncations that cannot be used, before anything is written."""
+  for t in values:
+    if not t >= 0:
+      raise UserError('truncation %s is negative; truncations are thresholds >= 0' % t)
+  if not hasattr(G, 'set_truncation') or not values:
+    return
+  saved = {name: b.clone() for name, b in G.named_buffers()}
+  try:
+    for t in values:
+      G.set_truncation(t)
+  except ValueError as e:
+    raise UserError('%s; choose truncations this G has statistics for' % e)
+  finally:
+    with torch.no_grad():
+      for name, b in G.named_buffers():
+        b.copy_(saved[name])
+
+
+def use_truncation(G, z_, truncation, mode):
+  """Draw z with this truncation from now on (None: N(0, z_var^2)); a G with BN statistics per
+  truncation (TF-Hub biggan-deep) switches to those of `truncation`."""
+  z_.set_truncation(truncation, mode)
+  if truncation is not None and hasattr(G, 'set_truncation') and G.set_truncation(truncation):
+    if mode != 'tfhub':
+      print('Notice: this G\'s statistics for truncation %g were measured with --truncation_mode '
+            'tfhub; z is drawn by %s.' % (truncation, mode))
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------
+
+
+def sample_npz(sample, num_images, batch_size, path):
+  """num_images images and labels from sample() -> path (keys x, y), written whole before it
+  replaces an older file."""
+  x, y, done = None, np.empty(num_images, np.int64), 0
+  for _ in trange(int(math.ceil(num_images / float(batch_size)))):
+    images, labels = sample()
+    n = min(len(images), num_images - done)
+    batch = sampling.to_uint8(images[:n]).cpu().numpy()
+    if x is None:
+      x = np.empty((num_images,) + batch.shape[1:], np.uint8)
+    x[done:done + n], y[done:done + n] = batch, labels[:n].cpu().numpy()
+    done += n
+  print('Images shape: %s, Labels shape: %s' % (x.shape, y.shape))
+  print('Saving npz to %s...' % path)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + '.tmp', 'wb') as f:
+    np.savez(f, x=x, y=y)
+  os.replace(path + '.tmp', path)
+
+
+def describe(config, z_, batch_size, weights, itr, network):
+  """What IS/FID were measured on (the original's description, plus truncation and network)."""
+  parts = ['weights %s' % weights,
+           'G in %s mode' % ('eval' if config['G_eval_mode'] else 'training'), z_.describe(),
+           '%d images' % config['num_inception_images']]
+  if config['accumulate_stats'] or not config['G_eval_mode']:
+    parts.append('batch size %d' % batch_size)
+  if config['accumulate_stats']:
+    parts.append('%d standing stat accumulations' % config['num_standing_accumulations'])
+  return ', '.join(parts) + ', %s Inception network, itr %d' % (network, itr)
+
+
+def trunc_curve(G, z_, y_, config, metrics, values, path):
+  """IS/FID at each truncation -> CSV (truncation,IS_mean,IS_std,FID; FID empty without it),
+  written row by row, then its plot next to it. Returns the rows."""
+  from logs import plot_truncation  # matplotlib only when plotting
+  mode = config['truncation_mode']
+  print('Getting truncation values (%s) for %s...' % (mode, ', '.join('%g' % t for t in values)))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  rows = []
+  with open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(CURVE_FIELDS)
+    for t in values:
+      use_truncation(G, z_, t, mode)
+      if config['accumulate_stats']:
+        sampling.accumulate_standing_stats(G, z_, y_, config['n_classes'],
+                                           config['num_standing_accumulations'])
+      IS_mean, IS_std, FID = metrics()
+      rows.append((t, IS_mean, IS_std, FID))
+      writer.writerow([t, IS_mean, IS_std, '' if FID is None else FID])
+      f.flush()
+  print('Wrote %s and %s' % (path, plot_truncation.plot_truncation_curve(path)))
+  return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The script
+# ---------------------------------------------------------------------------------------------
+
+
+def run(config, given=()):
+  """Sample as the flags say; returns {output name: path} and the metrics computed."""
+  config = utils.update_config_roots(config)
+  if config['config_from_name']:
+    config = config_from_checkpoint(config, given)
+  config = utils.prepare_config(config)
+  config['skip_init'], config['no_optim'] = True, True
+  device = distributed.pick_device(config['device'])
+  info = datasets.dataset_info(config['dataset'], config['data_root'], config['resolution'])
+  names = info['class_names'] if len(info['class_names'] or ()) == config['n_classes'] else None
+  values = truncation_values(config['sample_trunc_curves']) if config['sample_trunc_curves'] else []
+  if config['sample_npz'] and config['sample_num_npz'] < 1:
+    raise UserError('--sample_num_npz must be at least 1 (got %d)' % config['sample_num_npz'])
+  if (config['sample_inception_metrics'] or values) and config['num_inception_images'] < 2:
+    raise UserError('--num_inception_images must be at least 2 for IS/FID (got %d)'
+                    % config['num_inception_images'])
+
+  utils.seed_rng(config['seed'])
+  torch.backends.cudnn.benchmark = True
+  model = utils.load_model_module(config['model'])
+  experiment_name = config['experiment_name'] or utils.name_from_config(config)
+  print('Experiment name is %s' % experiment_name)
+  G = model.Generator(**config).to(device)
+  print('Number of params in G: %d' % sum(p.numel() for p in G.parameters()))
+  state_dict, weights = load_G(G, config, experiment_name)
+  check_truncations(G, values + ([] if config['truncation'] is None else [config['truncation']]))
+  # Only IS/FID need the Inception network and the moments (the original always loaded them).
+  get_inception_metrics = None
+  if config['sample_inception_metrics'] or values:
+    get_inception_metrics = inception_utils.prepare_inception_metrics(
+        config['dataset'], config['parallel'], config['no_fid'], network=config['inception_net'],
+        weights=config['inception_weights'], data_root=config['data_root'],
+        resolution=config['resolution'], device=device)
+
+  G_batch_size = max(config['G_batch_size'], config['batch_size'])
+  z_, y_ = sampling.prepare_z_y(G_batch_size, G.dim_z, config['n_classes'], device=device,
+                                z_var=config['z_var'])
+  if config['G_eval_mode']:
+    print('Putting G in eval mode..')
+    G.eval()
+  else:
+    print('G is in training mode...')
+    G.train()
+  use_truncation(G, z_, config['truncation'], config['truncation_mode'])
+  sample = functools.partial(sampling.sample, G=G, z_=z_, y_=y_, config=config)
+  if config['accumulate_stats']:
+    print('Accumulating standing stats across %d accumulations...'
+          % config['num_standing_accumulations'])
+    sampling.accumulate_standing_stats(G, z_, y_, config['n_classes'],
+                                       config['num_standing_accumulations'])
+
+  out = '%s/%s' % (config['samples_root'], experiment_name)
+  folder = (state_dict['itr'] if config['sample_sheet_folder_num'] == -1
+            else config['sample_sheet_folder_num'])
+  results = {'experiment_name': experiment_name}
+  if config['sample_npz']:
+    print('Sampling %d images and saving them to npz...' % config['sample_num_npz'])
+    results['npz'] = '%s/samples.npz' % out
+    sample_npz(sample, config['sample_num_npz'], G_batch_size, results['npz'])
+  if config['sample_sheets']:
+    print('Preparing conditional sample sheets...')
+    sampling.sample_sheet(G, classes_per_sheet=info['classes_per_sheet'],
+                          num_classes=config['n_classes'], samples_per_class=10,
+                          parallel=config['parallel'], samples_root=config['samples_root'],
+                          experiment_name=experiment_name, folder_number=folder, z_=z_,
+                          class_names=names)
+    results['sheets'] = '%s/%d' % (out, folder)
+  if config['sample_interps']:
+    print('Preparing interp sheets...')
+    for fix_z, fix_y in zip([False, False, True], [False, True, False]):
+      sampling.interp_sheet(G, num_per_sheet=16, num_midpoints=8,
+                            num_classes=config['n_classes'], parallel=config['parallel'],
+                            samples_root=config['samples_root'], experiment_name=experiment_name,
+                            folder_number=folder, sheet_number=0, fix_z=fix_z, fix_y=fix_y,
+                            device=device, z_=z_, method=config['interp_method'])
+    results['interps'] = '%s/%d' % (out, folder)
+  if config['sample_random']:
+    print('Preparing random sample sheet...')
+    images, _ = sample()
+    results['random'] = '%s/random_samples.jpg' % out
+    sampling.save_grid(images, results['random'], nrow=int(G_batch_size ** 0.5))
+
+  def metrics():
+    IS_mean, IS_std, FID = get_inception_metrics(sample, config['num_inception_images'],
+                                                 num_splits=10, prints=False)
+    FID = None if config['no_fid'] else FID
+    print('%s: Inception Score is %3.3f +/- %3.3f, FID is %s' % (
+        describe(config, z_, G_batch_size, weights, state_dict['itr'],
+                 get_inception_metrics.network), IS_mean, IS_std,
+        'not computed (--no_fid)' if FID is None else '%5.4f' % FID))
+    return IS_mean, IS_std, FID
+  if config['sample_inception_metrics']:
+    print('Calculating Inception metrics...')
+    results['metrics'] = metrics()
+  if values:
+    results['trunc_curve'] = '%s/truncation_curve_%s.csv' % (out, config['truncation_mode'])
+    results['trunc_rows'] = trunc_curve(G, z_, y_, config, metrics, values,
+                                        results['trunc_curve'])
+  return results
+
+
+def main(argv=None):
+  parser = prepare_parser()
+  config = vars(parser.parse_args(argv))
+  print(config)
+  return run(config, given_flags(argv))
+
+
+if __name__ == '__main__':
+  run_main(main)

@@ -1,0 +1,197 @@
+"""Train-time evaluation (train_fns.test through train.py): IS/FID records in the jsonl with the
+network used, best{n} copies and their rotation for --which_best IS and FID, --no_fid without a
+moments file, and the G that is measured (G_ema, in eval mode with --G_eval_mode).
+
+Real runs use random Inception weights (--inception_weights) on 2 images per evaluation and a
+synthetic moments file for Shapes32; the rotation tests script the metric values instead."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import checkpoints
+import inception_utils
+import train
+import train_fns
+import utils
+from test_inception_utils import _random_weights
+
+FLAGS = ('--dataset Shapes --resolution 32 --G_ch 4 --D_ch 4 --batch_size 4 --num_D_steps 1 '
+         '--G_attn 0 --D_attn 0 --G_shared --dim_z 16 --shared_dim 8 --num_workers 0 '
+         '--save_every 1000 --sv_log_interval 0 --G_lr 1e-3 --D_lr 1e-3 --num_best_copies 2')
+
+
+def argv(root, extra):
+  return (FLAGS + ' --base_root %s ' % root + extra).split()
+
+
+def experiment(root, extra):
+  return utils.name_from_config(utils.prepare_config(vars(utils.prepare_parser().parse_args(
+      argv(root, extra)))))
+
+
+def records(root, exp):
+  with open(os.path.join(root, 'logs', '%s_log.jsonl' % exp)) as f:
+    return [json.loads(line) for line in f]
+
+
+def state(root, exp, suffix=None):
+  return checkpoints.safe_load(checkpoints.file_path(os.path.join(root, 'weights', exp),
+                                                     'state_dict', suffix))
+
+
+def best_suffixes(root, exp):
+  names = os.listdir(os.path.join(root, 'weights', exp))
+  return {n[len('state_dict_'):-len('.pth')] for n in names if n.startswith('state_dict_best')}
+
+
+def write_moments(data_root, seed=0):
+  """Synthetic Inception moments of Shapes32 (torchvision network): a PSD sigma of rank 64."""
+  rng = np.random.default_rng(seed)
+  a = rng.standard_normal((inception_utils.FEATURE_DIM, 64))
+  path = os.path.join(data_root, inception_utils.moments_filename('Shapes32'))
+  inception_utils.save_moments(path, rng.standard_normal(inception_utils.FEATURE_DIM) * 0.1,
+                               a @ a.T / 64, 'torchvision', 64)
+  return path
+
+
+def expected_bests(values, lower_is_better, num_best_copies=2):
+  """{suffix: itr of the save} for the metric values of successive evaluations (itr, value)."""
+  best, slot, saved = (np.inf if lower_is_better else 0.), 0, {}
+  for itr, value in values:
+    if (value < best) if lower_is_better else (value > best):
+      saved['best%d' % slot] = itr
+      slot = (slot + 1) % num_best_copies
+      best = value
+  return saved
+
+
+@pytest.fixture(scope='module')
+def inception_weights(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('inception') / 'torchvision.pth')
+  _random_weights('torchvision', path)
+  return path
+
+
+@pytest.fixture
+def watch(monkeypatch):
+  """Records, for every evaluation, the mode of the G that metrics sample from and whether it
+  is the G_ema that test() received."""
+  seen = []
+  real_test = train_fns.test
+
+  def test(G, D, G_ema, z_, y_, state_dict, config, sample, *args, **kwargs):
+    measured = sample.keywords['G']
+    seen.append({'ema': measured is G_ema and G_ema is not None,
+                 'calls': []})
+    return real_test(G, D, G_ema, z_, y_, state_dict, config, sample, *args, **kwargs)
+
+  real_prepare = inception_utils.prepare_inception_metrics
+
+  def prepare(*args, **kwargs):
+    real = real_prepare(*args, **kwargs)
+
+    def get_inception_metrics(sample, *a, **k):
+      seen[-1]['calls'].append(sample.keywords['G'].training)
+      return real(sample, *a, **k)
+    get_inception_metrics.network = real.network
+    return get_inception_metrics
+  monkeypatch.setattr(train_fns, 'test', test)
+  monkeypatch.setattr(inception_utils, 'prepare_inception_metrics', prepare)
+  return seen
+
+
+def test_real_metrics_are_logged_with_the_network_and_the_best_is_kept(tmp_path,
+                                                                      inception_weights, watch):
+  write_moments(str(tmp_path / 'data'))
+  extra = ('--num_iters 2 --test_every 1 --num_inception_images 2 --ema --use_ema --G_eval_mode '
+           '--inception_weights %s' % inception_weights)
+  train.main(argv(tmp_path, extra))
+  exp = experiment(tmp_path, extra)
+  logged = records(tmp_path, exp)
+  assert [r['itr'] for r in logged] == [1, 2]
+  for r in logged:
+    assert set(r) == {'itr', 'IS_mean', 'IS_std', 'FID', 'inception_net', '_stamp'}
+    assert r['inception_net'] == 'torchvision'
+    assert np.isfinite(r['IS_mean']) and r['IS_mean'] >= 1 and r['IS_std'] >= 0
+    assert np.isfinite(r['FID']) and r['FID'] > 0
+  # G_ema was measured, in eval mode (the original left it in train mode).
+  assert [w['ema'] for w in watch] == [True, True]
+  assert [w['calls'] for w in watch] == [[False], [False]]
+  bests = expected_bests([(r['itr'], r['IS_mean']) for r in logged], lower_is_better=False)
+  assert best_suffixes(tmp_path, exp) == set(bests)
+  for suffix, itr in bests.items():
+    assert state(tmp_path, exp, suffix)['itr'] == itr
+  # The state saved with a best copy holds the best values before it (as the original).
+  assert state(tmp_path, exp, 'best0')['best_FID'] == 999999
+  if 'best1' in bests:
+    assert state(tmp_path, exp, 'best1')['best_IS'] == pytest.approx(logged[0]['IS_mean'])
+
+
+def test_no_fid_needs_no_moments_and_logs_null(tmp_path, inception_weights):
+  extra = ('--num_iters 1 --test_every 1 --num_inception_images 2 --no_fid '
+           '--inception_weights %s' % inception_weights)
+  assert not os.path.exists(tmp_path / 'data')  # nowhere to find moments
+  train.main(argv(tmp_path, extra))
+  exp = experiment(tmp_path, extra)
+  (record,) = records(tmp_path, exp)
+  assert record['itr'] == 1 and record['FID'] is None and record['IS_mean'] >= 1
+  assert state(tmp_path, exp, 'best0')['itr'] == 1  # IS still decides
+  assert state(tmp_path, exp)['best_FID'] == 999999
+
+
+def scripted_metrics(monkeypatch, values):
+  """prepare_inception_metrics -> a function returning `values` (IS_mean, IS_std, FID) in turn."""
+  queue = list(values)
+  modes = []
+
+  def prepare(*args, **kwargs):
+    def get_inception_metrics(sample, num_inception_images, num_splits=10, **kw):
+      images, _ = sample()  # the metrics sample from this G
+      assert images.shape[1:] == (3, 32, 32)
+      modes.append(sample.keywords['G'].training)
+      return queue.pop(0)
+    get_inception_metrics.network = 'torchvision'
+    return get_inception_metrics
+  monkeypatch.setattr(inception_utils, 'prepare_inception_metrics', prepare)
+  return modes
+
+
+@pytest.mark.parametrize('which_best,values,extra,train_mode', [
+    ('IS', [(1.0, 0.1, 50.), (3.0, 0.1, 60.), (2.0, 0.1, 70.), (5.0, 0.1, 80.)], '', True),
+    ('FID', [(1.0, 0.1, 50.), (1.0, 0.1, 40.), (1.0, 0.1, 45.), (1.0, 0.1, 30.)],
+     '--G_eval_mode --ema --use_ema', False),
+])
+def test_best_copies_rotate(tmp_path, monkeypatch, which_best, values, extra, train_mode):
+  modes = scripted_metrics(monkeypatch, values)
+  extra = '--num_iters 4 --test_every 1 --which_best %s %s' % (which_best, extra)
+  train.main(argv(tmp_path, extra))
+  exp = experiment(tmp_path, extra)
+  logged = records(tmp_path, exp)
+  assert [(r['itr'], r['IS_mean'], r['FID']) for r in logged] == [
+      (i + 1, v[0], v[2]) for i, v in enumerate(values)]
+  metric = [(r['itr'], r['FID' if which_best == 'FID' else 'IS_mean']) for r in logged]
+  bests = expected_bests(metric, lower_is_better=which_best == 'FID')
+  assert bests == {'best0': 4, 'best1': 2}  # best0 (itr 1) was overwritten at itr 4
+  assert best_suffixes(tmp_path, exp) == {'best0', 'best1'}
+  for suffix, itr in bests.items():
+    assert state(tmp_path, exp, suffix)['itr'] == itr
+  # The newest best has the final weights (both written at itr 4; a train-mode G's buffers move
+  # while it is measured).
+  root = os.path.join(tmp_path, 'weights', exp)
+  final, best = (checkpoints.safe_load(checkpoints.file_path(root, 'G', suffix))
+                 for suffix in (None, 'best0'))
+  assert all(torch.equal(final[k], best[k]) for k in final if k.endswith(('weight', 'bias')))
+  # Without --G_eval_mode G is measured in train mode, as in the original; with it in eval mode.
+  assert modes == [train_mode] * 4
+
+
+def test_the_checkpoint_of_an_evaluated_iteration_holds_its_evaluation(tmp_path, monkeypatch):
+  scripted_metrics(monkeypatch, [(1.0, 0.1, 50.), (3.0, 0.1, 40.)])
+  extra = '--num_iters 2 --test_every 1'
+  train.main(argv(tmp_path, extra))
+  final = state(tmp_path, experiment(tmp_path, extra))
+  assert final['itr'] == 2
+  assert (final['best_IS'], final['best_FID'], final['save_best_num']) == (3.0, 40., 0)
