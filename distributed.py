@@ -14,6 +14,7 @@ Batch arithmetic: one D step sees batch_size x num_D_accumulations x world_size 
 original's 256 x 8 on 8 GPUs (2048) is batch_size 32 x 8 accumulations x 8 processes.
 """
 import datetime
+import inspect
 import os
 
 import torch
@@ -90,7 +91,9 @@ def wrap(GD, ctx):
   device_ids = [torch.device(ctx.device).index] if ctx.device.startswith('cuda') else None
   # Buffers are not broadcast each step: SN vectors evolve identically on every rank, and BN
   # statistics are synchronised where they matter (cross_replica, or sync_buffers before eval).
-  options = dict(device_ids=device_ids, broadcast_buffers=False)
+  options = dict(device_ids=device_ids)
+  params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+  options['forward_sync_buffers' if 'forward_sync_buffers' in params else 'broadcast_buffers'] = False
   GD.replicas = {'G': nn.parallel.DistributedDataParallel(GeneratorWithEmbedding(GD.G), **options),
                  'D': nn.parallel.DistributedDataParallel(GD.D, **options)}
   return GD
