@@ -46,7 +46,6 @@ import torch
 from tqdm import trange
 
 import checkpoints
-import datasets
 import distributed
 import inception_utils
 import sampling
@@ -244,8 +243,7 @@ def run(config, given=()):
   config = utils.prepare_config(config)
   config['skip_init'], config['no_optim'] = True, True
   device = distributed.pick_device(config['device'])
-  info = datasets.dataset_info(config['dataset'], config['data_root'], config['resolution'])
-  names = info['class_names'] if len(info['class_names'] or ()) == config['n_classes'] else None
+  names = config['class_names'] if len(config['class_names'] or ()) == config['n_classes'] else None
   values = truncation_values(config['sample_trunc_curves']) if config['sample_trunc_curves'] else []
   if config['sample_npz'] and config['sample_num_npz'] < 1:
     raise UserError('--sample_num_npz must be at least 1 (got %d)' % config['sample_num_npz'])
@@ -297,7 +295,7 @@ def run(config, given=()):
     sample_npz(sample, config['sample_num_npz'], G_batch_size, results['npz'])
   if config['sample_sheets']:
     print('Preparing conditional sample sheets...')
-    sampling.sample_sheet(G, classes_per_sheet=info['classes_per_sheet'],
+    sampling.sample_sheet(G, classes_per_sheet=config['classes_per_sheet'],
                           num_classes=config['n_classes'], samples_per_class=10,
                           parallel=config['parallel'], samples_root=config['samples_root'],
                           experiment_name=experiment_name, folder_number=folder, z_=z_,

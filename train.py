@@ -19,7 +19,6 @@ import sys
 import torch
 
 import checkpoints
-import datasets
 import distributed
 import inception_utils
 import logger
@@ -98,12 +97,12 @@ def run(config):
   if ctx.distributed and config['split_D']:
     raise UserError('--split_D runs D twice per backward pass, which DDP cannot synchronise; drop '
                     '--split_D under torchrun')
-  info = datasets.dataset_info(config['dataset'], config['data_root'], config['resolution'])
-  config['classes_per_sheet'] = info['classes_per_sheet']
   experiment_name = config['experiment_name'] or utils.name_from_config(config)
   print('Experiment name is %s' % experiment_name)
   if ctx.is_main:
     utils.prepare_root(config)
+  tensorboard = (logger.TensorBoard('%s/%s/tb' % (config['logs_root'], experiment_name))
+                 if config['tensorboard'] and ctx.is_main else None)
   torch.backends.cudnn.benchmark = True
 
   # Models: the same seed on every rank.
@@ -223,8 +222,6 @@ def run(config):
 
   rng_devices = [torch.device(device).index or 0] if device.startswith('cuda') else []
   preemption = Preemption()
-  tensorboard = (logger.TensorBoard('%s/%s/tb' % (config['logs_root'], experiment_name))
-                 if config['tensorboard'] and ctx.is_main else None)
   progress = logger.TrainLog(train_log, interval=config['sv_log_interval'] or 10, total=total,
                              start_itr=state_dict['itr'], pbar=config['pbar'],
                              tensorboard=tensorboard, quiet=not ctx.is_main) if ctx.is_main else None
@@ -259,8 +256,11 @@ def run(config):
       # Evaluate first, so that the checkpoint of this iteration holds its best IS/FID.
       if testing:
         with torch.random.fork_rng(devices=rng_devices):  # keep evaluation off the training stream
-          train_fns.test(G, D, G_ema, z_, y_, state_dict, config, sample, get_inception_metrics,
-                         experiment_name, test_log, is_main=ctx.is_main)
+          IS_mean, IS_std, FID = train_fns.test(
+              G, D, G_ema, z_, y_, state_dict, config, sample, get_inception_metrics,
+              experiment_name, test_log, is_main=ctx.is_main)
+        if tensorboard is not None:
+          tensorboard.scalars(itr, {'IS_mean': IS_mean, 'IS_std': IS_std, 'FID': FID})
       if saving or stopping:
         with torch.random.fork_rng(devices=rng_devices):
           if saving:

@@ -224,3 +224,4 @@ def test(G, D, G_ema, z_, y_, state_dict, config, sample, get_inception_metrics,
     test_log.log(itr=int(state_dict['itr']), IS_mean=float(IS_mean), IS_std=float(IS_std),
                  FID=(FID if FID == FID else None),
                  inception_net=config.get('inception_net', 'torchvision'))
+  return float(IS_mean), float(IS_std), FID

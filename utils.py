@@ -493,10 +493,21 @@ def prepare_config(config):
   roots, resolution, n_classes, activations; then checks. Returns the same dict."""
   import datasets
   config = update_config_roots(config)
-  info = datasets.dataset_info(config['dataset'], config['data_root'], config.get('resolution', 0))
+  try:
+    info = datasets.dataset_info(config['dataset'], config['data_root'],
+                                 config.get('resolution', 0))
+  except UserError:
+    # A stored run's config (sample.py --config_from_name) describes its data: no need to have it.
+    if not all(config.get(k) for k in ('n_classes', 'resolution', 'dataset_tag')):
+      raise
+    info = {'resolution': config['resolution'], 'n_classes': config['n_classes'],
+            'tag': config['dataset_tag'], 'class_names': config.get('class_names'),
+            'classes_per_sheet': config.get('classes_per_sheet') or min(config['n_classes'], 20)}
   config['resolution'] = info['resolution']
   config['n_classes'] = info['n_classes']
   config['dataset_tag'] = info['tag']
+  config['class_names'] = info['class_names']
+  config['classes_per_sheet'] = info['classes_per_sheet']
   config['G_activation'] = activation_dict.get(config['G_nl'])
   config['D_activation'] = activation_dict.get(config['D_nl'])
   check_config(config)
