@@ -138,9 +138,9 @@ def run(config):
     saved = checkpoints.load_weights(G, D, state_dict, config['weights_root'], experiment_name,
                                      suffix, G_ema if config['ema'] else None)
     state_dict['config'] = config
-    for net in (G, D):
-      if net.scaler.is_enabled() and '%s_scaler' % ('G' if net is G else 'D') in saved:
-        net.scaler.load_state_dict(saved['%s_scaler' % ('G' if net is G else 'D')])
+    for name, net in (('G', G), ('D', D)):
+      if net.scaler.is_enabled() and name + '_scaler' in saved:
+        net.scaler.load_state_dict(saved[name + '_scaler'])
   elif config['finetune_from']:
     suffix = config['load_weights'] or checkpoints.newest_save(config['weights_root'],
                                                                config['finetune_from'])[0]
@@ -157,7 +157,8 @@ def run(config):
     D.forward = torch.compile(D.forward)
   if config['parallel']:
     GD = torch.nn.DataParallel(GD)
-  GD = distributed.wrap(GD, ctx) if not config['parallel'] else GD
+  else:
+    GD = distributed.wrap(GD, ctx)
 
   # Logs: fresh unless resuming, then cut back to the checkpoint's iteration.
   test_log = train_log = None
