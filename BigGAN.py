@@ -168,11 +168,11 @@ class Generator(nn.Module):
     else:
       ys = [y] * len(self.blocks)
     h = self.linear(z)
-    h = h.view(h.size(0), -1, self.bottom_width, self.bottom_width)
+    h = layers.activation_layout(h.view(h.size(0), -1, self.bottom_width, self.bottom_width))
     for index, blocklist in enumerate(self.blocks):
       for block in blocklist:
         h = block(h, ys[index])
-    return torch.tanh(self.output_layer(h))
+    return torch.tanh(self.output_layer(h)).contiguous()  # standard layout for callers
 
 
 class Discriminator(nn.Module):
@@ -224,7 +224,7 @@ class Discriminator(nn.Module):
     self.param_count = layers.init_weights(self, self.init)
 
   def forward(self, x, y=None):
-    h = x
+    h = layers.activation_layout(x)
     for blocklist in self.blocks:
       for block in blocklist:
         h = block(h)

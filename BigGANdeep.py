@@ -66,10 +66,9 @@ class GBlock(nn.Module):
     h = self.activation(self.bn2(h, y))
     if self.in_channels != self.out_channels:
       x = x[:, :self.out_channels]
+    h = layers.upsample_conv(self.upsample, self.conv2, h)
     if self.upsample:
-      h = self.upsample(h)
       x = self.upsample(x)
-    h = self.conv2(h)
     h = self.conv3(self.activation(self.bn3(h, y)))
     h = self.conv4(self.activation(self.bn4(h, y)))
     return h + x
@@ -199,12 +198,12 @@ class Generator(nn.Module):
       z = torch.cat([y, z], 1)
       y = z
     h = self.linear(z)
-    h = h.view(h.size(0), -1, self.bottom_width, self.bottom_width)
+    h = layers.activation_layout(h.view(h.size(0), -1, self.bottom_width, self.bottom_width))
     for blocklist in self.blocks:
       for block in blocklist:
         h = block(h, y)
     h = self.output_layer(h)
-    return torch.tanh(h[:, :3] if self.tfhub else h)
+    return torch.tanh(h[:, :3] if self.tfhub else h).contiguous()  # standard layout for callers
 
 
 class DBlock(nn.Module):
@@ -321,7 +320,7 @@ class Discriminator(nn.Module):
     self.param_count = layers.init_weights(self, self.init)
 
   def forward(self, x, y=None):
-    h = self.input_conv(x)
+    h = self.input_conv(layers.activation_layout(x))
     for blocklist in self.blocks:
       for block in blocklist:
         h = block(h)

@@ -84,7 +84,7 @@ class SN(object):
     weight = self.weight
     # Low-precision weights iterate in fp32; fp32/fp64 stay as they are.
     W_mat = (weight if weight.dtype in (torch.float32, torch.float64) else weight.float())
-    # reshape, not view: channels_last conv weights are not contiguous (a copy then; none otherwise).
+    # reshape, not view: channels_last conv weights are not contiguous (then a copy).
     W_mat = W_mat.reshape(weight.size(0), -1)
     if self.transpose:
       W_mat = W_mat.t()
@@ -151,13 +151,20 @@ class Attention(nn.Module):
 
   def forward(self, x, y=None):
     B, _, H, W = x.shape
-    # reshape, not view: channels_last activations (see activation_layout) are copied here.
-    theta = self.theta(x).reshape(B, self.ch // 8, H * W)
-    phi = F.max_pool2d(self.phi(x), [2, 2]).reshape(B, self.ch // 8, H * W // 4)
-    g = F.max_pool2d(self.g(x), [2, 2]).reshape(B, self.ch // 2, H * W // 4)
-    beta = F.softmax(torch.bmm(theta.transpose(1, 2), phi), -1)
-    o = self.o(torch.bmm(g, beta.transpose(1, 2)).view(B, self.ch // 2, H, W))
-    return self.gamma * o + x
+
+    def tokens(t):  # (B, C, h, w) -> (B, h*w, C); free for channels_last activations
+      return t.permute(0, 2, 3, 1).reshape(B, -1, t.shape[1])
+    theta = tokens(self.theta(x))
+    phi = tokens(F.max_pool2d(self.phi(x), [2, 2]))
+    g = tokens(F.max_pool2d(self.g(x), [2, 2]))
+    # The original's g softmax(theta^T phi)^T: attention with scale 1 (queries at every pixel,
+    # keys and values at the pooled ones). The fused kernel never stores the attention map and
+    # is faster on large maps.
+    o = F.scaled_dot_product_attention(theta, phi, g, scale=1.0)
+    o = o.view(B, H, W, self.ch // 2).permute(0, 3, 1, 2)  # channels_last
+    if not x.is_contiguous(memory_format=torch.channels_last):
+      o = o.contiguous()  # keep x's layout
+    return self.gamma * self.o(o) + x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,34 +506,35 @@ class DBlock(nn.Module):
     return h + self.shortcut(x)
 
 
-# On CPU, oneDNN convolutions of channels_last activations skip the reorders between NCHW and its
-# blocked layout: about 20% faster at 32 px, other float rounding. G and D convert their input
-# with activation_layout (weights keep their layout; G returns images in the standard layout).
-# False keeps the original's NCHW activations (the reference of bench/bench_train.py). float64
-# (no oneDNN kernels) stays NCHW.
-cpu_channels_last = True
-
-
-def activation_layout(x):
-  if cpu_channels_last and x.device.type == 'cpu' and x.dtype != torch.float64:
-    return x.contiguous(memory_format=torch.channels_last)
-  return x
-
-
 def upsample_nearest2x(x):
   """Nearest-neighbour x2 upsampling (the original's F.interpolate(scale_factor=2))."""
   return F.interpolate(x, scale_factor=2)
 
 
 # ---------------------------------------------------------------------------------------------
-# Resampling folded into the convolutions next to it
+# Fast paths: the same maths as the original's op sequence, other float rounding. Switching
+# both off gives the original's ops (the speed reference of bench/bench_train.py and the
+# comparison in tests/test_speed_options.py).
 # ---------------------------------------------------------------------------------------------
+# On CPU, oneDNN convolutions of channels_last activations skip the reorders between NCHW and its
+# blocked layout (about 20% faster at 32 px). G and D convert their input with activation_layout;
+# weights keep their layout and G returns images in the standard one. float64 (no oneDNN
+# kernels) stays NCHW.
+cpu_channels_last = True
+
+
+def activation_layout(x):
+  """x in the layout its device's convolutions run fastest with."""
+  if cpu_channels_last and x.device.type == 'cpu' and x.dtype != torch.float64:
+    return x.contiguous(memory_format=torch.channels_last)
+  return x
+
+
 # Nearest x2 upsampling followed by a 3x3 conv repeats every input pixel, and a 3x3 conv followed
 # by 2x2 average pooling computes outputs that are only averaged: both are one stride-2 conv with
 # a 4x4 kernel of summed taps, 4/9 of the multiplications (the same sums, other float rounding).
-# 1x1 convs commute with both resamplings and run at the low resolution (4x fewer). The weights,
-# buffers and state_dict are untouched. Set False for the original's op sequence (the speed
-# reference of bench/bench_train.py and the comparison in tests/test_speed_options.py).
+# 1x1 convs commute with both resamplings and run at the low resolution (4x fewer). Weights,
+# buffers and state_dict are untouched.
 fold_resampling = True
 
 # Output tap k of the 4-tap kernel = sum of these taps of the 3-tap kernel, along each axis.

@@ -182,7 +182,7 @@ def sample_sheet(G, classes_per_sheet, num_classes, samples_per_class, parallel,
       z = (z_.draw(*shape, generator=generator) if isinstance(z_, Distribution)
            else torch.randn(*shape, device=device, generator=generator))
       ims.append(run_G(G, z.to(device), G.shared(y), parallel).float().cpu())
-    out = torch.stack(ims, 1).view(-1, *ims[0].shape[1:])
+    out = torch.stack(ims, 1).reshape(-1, *ims[0].shape[1:])
     save_grid(out, '%s/%s/%d/samples%d.jpg' % (samples_root, experiment_name, folder_number, i),
               nrow=samples_per_class,
               row_labels=[class_names[c] for c in y.tolist()] if class_names else None)

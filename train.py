@@ -112,12 +112,12 @@ def run(config):
   D = model.Discriminator(**config).to(device)
   G_ema, ema = None, None
   if config['ema']:
-    print('Preparing EMA for G with decay of {}'.format(config['ema_decay']))
     G_ema = model.Generator(**{**config, 'skip_init': True, 'no_optim': True}).to(device)
+  # --channels_last, --compile; before the EMA, which holds on to the tensors.
+  train_fns.apply_speed_options(config, G, D, G_ema)
+  if config['ema']:
+    print('Preparing EMA for G with decay of {}'.format(config['ema_decay']))
     ema = utils.ema(G, G_ema, config['ema_decay'], config['ema_start'])
-  if config['channels_last']:
-    for net in filter(None, (G, D, G_ema)):
-      net.to(memory_format=torch.channels_last)
   GD = model.G_D(G, D)
   if ctx.is_main:
     print(G)
@@ -152,9 +152,6 @@ def run(config):
                              G_ema if config['ema'] and has_ema else None)
     if config['ema'] and not has_ema:
       G_ema.load_state_dict(G.state_dict())
-  if config['compile']:
-    G.forward = torch.compile(G.forward)
-    D.forward = torch.compile(D.forward)
   if config['parallel']:
     GD = torch.nn.DataParallel(GD)
   else:

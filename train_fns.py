@@ -61,6 +61,26 @@ def make_scalers(G, D, config, device):
     net.scaler = torch.amp.GradScaler(torch.device(device).type, enabled=enabled)
 
 
+def apply_speed_options(config, G, D, G_ema=None):
+  """--channels_last (all three nets) and --compile (G.forward and D.forward). Call it before
+  utils.ema(G, G_ema): changing the memory format replaces the tensors an EMA holds on to."""
+  if config.get('channels_last'):
+    for net in filter(None, (G, D, G_ema)):
+      net.to(memory_format=torch.channels_last)
+  if config.get('compile'):
+    for net in (G, D):
+      net.forward = _plain_tensor_inputs(torch.compile(net.forward))
+
+
+def _plain_tensor_inputs(fn):
+  """torch.compile cannot trace tensor subclasses such as the z_ / y_ Distributions that the
+  training step and sampling pass to G: hand it plain views of the same memory."""
+  def call(*args, **kwargs):
+    return fn(*[a.as_subclass(torch.Tensor) if isinstance(a, torch.Tensor) else a for a in args],
+              **kwargs)
+  return call
+
+
 def _sync_unless(ddp, last):
   """DDP all-reduces gradients on the last micro-batch only."""
   if ddp is None or last:
@@ -130,9 +150,7 @@ def GAN_training_function(G, D, GD, z_, y_, ema, state_dict, config):
       last = accumulation_index == config['num_G_accumulations'] - 1
       with _sync_unless(replicas.get('G'), last):
         with autocast(config, device):
-          # Plain-tensor views of z_, y_: torch.compile cannot trace the Distribution subclass.
-          D_fake = GD(z_.as_subclass(torch.Tensor), y_.as_subclass(torch.Tensor), train_G=True,
-                      split_D=config['split_D'])
+          D_fake = GD(z_, y_, train_G=True, split_D=config['split_D'])
         G_loss = generator_loss(D_fake) / float(config['num_G_accumulations'])
         G.scaler.scale(G_loss).backward()
     if config['G_ortho'] > 0.0:

@@ -1,0 +1,240 @@
+"""Speed options: the folded resampling and CPU channels_last activations against the original's
+op sequence, --channels_last, --amp bf16/fp16 training steps, and --compile."""
+import contextlib
+import copy
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import BigGAN
+import BigGANdeep
+import layers
+import sampling
+import train_fns
+import utils
+from conftest import make_config
+
+TINY = ('--G_ch 4 --D_ch 4 --G_shared --hier --dim_z 20 --shared_dim 8 --G_attn 16 --D_attn 16 '
+        '--G_init N02 --D_init N02 --SN_eps 1e-6')
+
+
+@contextlib.contextmanager
+def original_ops():
+  """The original's op sequence: resampling as separate ops, NCHW activations."""
+  saved = layers.fold_resampling, layers.cpu_channels_last
+  layers.fold_resampling = layers.cpu_channels_last = False
+  try:
+    yield
+  finally:
+    layers.fold_resampling, layers.cpu_channels_last = saved
+
+
+CONVS = {
+    'SN 3x3': lambda: layers.SNConv2d(5, 7, kernel_size=3, padding=1),
+    'plain 3x3': lambda: nn.Conv2d(5, 7, kernel_size=3, padding=1),
+    'SN 1x1': lambda: layers.SNConv2d(5, 7, kernel_size=1, padding=0),
+    'plain 1x1 no bias': lambda: nn.Conv2d(5, 7, kernel_size=1, bias=False),
+    'dilated (not folded)': lambda: nn.Conv2d(5, 7, kernel_size=3, padding=2, dilation=2),
+}
+
+
+@pytest.mark.parametrize('kind', ['upsample', 'downsample'])
+@pytest.mark.parametrize('conv_name', list(CONVS))
+def test_folded_resampling_equals_the_separate_ops(kind, conv_name):
+  """Output and every gradient of upsample_conv / conv_downsample equal the original's two ops
+  (float64: any difference beyond rounding is a wrong tap)."""
+  torch.manual_seed(0)
+  conv = CONVS[conv_name]().double().eval()  # eval: SN leaves u alone, both runs see the same
+  x = torch.randn(2, 5, 6, 8, dtype=torch.float64, requires_grad=True)
+  pool = nn.AvgPool2d(2)
+  if kind == 'upsample':
+    run = lambda: layers.upsample_conv(layers.upsample_nearest2x, conv, x)  # noqa: E731
+    expected = conv(F.interpolate(x, scale_factor=2))
+  else:
+    run = lambda: layers.conv_downsample(conv, pool, x)  # noqa: E731
+    expected = F.avg_pool2d(conv(x), 2)
+  out = run()
+  assert out.shape == expected.shape
+  torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+  weights = torch.randn_like(out)
+  tensors = [x] + list(conv.parameters())
+  got = torch.autograd.grad((out * weights).sum(), tensors)
+  want = torch.autograd.grad((expected * weights).sum(), tensors)
+  for a, b in zip(got, want):
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+  with original_ops():  # switched off: literally the separate ops
+    assert torch.equal(run(), expected)
+
+
+def test_other_resampling_is_left_alone():
+  conv = nn.Conv2d(3, 4, 3, padding=1)
+  x = torch.randn(1, 3, 8, 8)
+  assert torch.equal(layers.conv_downsample(conv, nn.MaxPool2d(2), x), F.max_pool2d(conv(x), 2))
+  assert torch.equal(layers.upsample_conv(None, conv, x), conv(x))
+  assert torch.equal(layers.conv_downsample(conv, None, x), conv(x))
+
+
+def forward_backward(G, D, z, y, x):
+  """Train-mode G and D passes; returns outputs, parameter gradients and buffers."""
+  out = G(z, G.shared(y))
+  d = D(torch.cat([out, x]), torch.cat([y, y]))
+  (d * torch.linspace(-1, 1, d.numel()).view_as(d)).sum().backward()
+  result = {'G_z': out.detach(), 'D': d.detach()}
+  for prefix, net in (('G.', G), ('D.', D)):
+    result.update({prefix + n: p.grad for n, p in net.named_parameters() if p.grad is not None})
+    result.update({prefix + n: b.clone() for n, b in net.named_buffers()})
+  return result
+
+
+@pytest.mark.parametrize('module,flags', [
+    (BigGAN, TINY),
+    (BigGANdeep, '--model BigGANdeep --G_ch 8 --D_ch 8 --G_depth 2 --D_depth 1 --G_shared '
+                 '--hier --dim_z 16 --shared_dim 8 --G_attn 16 --D_attn 16'),
+])
+def test_fast_paths_match_the_original_ops_in_float32(module, flags):
+  """The default fp32 path (folded resampling, channels_last activations on CPU) computes what
+  the original's op sequence computes, up to float32 rounding; G still returns NCHW images."""
+  torch.manual_seed(0)
+  config = make_config(flags)
+  G, D = module.Generator(**config), module.Discriminator(**config)
+  with torch.no_grad():
+    for m in list(G.modules()) + list(D.modules()):
+      if isinstance(m, layers.Attention):
+        m.gamma.fill_(0.5)  # attention on, not the identity it starts as
+  nets = copy.deepcopy((G, D))
+  z, y = torch.randn(4, G.dim_z), torch.randint(0, 10, (4,))
+  x = torch.rand(4, 3, 32, 32) * 2 - 1
+  fast = forward_backward(G, D, z, y, x)
+  with original_ops():
+    slow = forward_backward(*nets, z, y, x)
+  assert fast['G_z'].is_contiguous()
+  assert fast.keys() == slow.keys()
+  # Errors relative to each tensor's largest entry, or to 1% of the largest gradient of the net
+  # for gradients that are 0 but for rounding (biases of convs followed by BN).
+  largest = {net: max(v.abs().max() for k, v in slow.items() if k.startswith(net))
+             for net in ('G.', 'D.')}
+  for name in fast:
+    scale = max(slow[name].abs().max(), 0.01 * largest.get(name[:2], 0), 1e-3)
+    torch.testing.assert_close(fast[name] / scale, slow[name] / scale, rtol=0, atol=2e-5,
+                               msg=name)
+
+
+def training_setup(flags, optimizer=None):
+  """Tiny G, D and the GAN step as train.py builds them (channels_last as --channels_last)."""
+  config = make_config(TINY + ' --batch_size 4 --num_D_steps 2 --ema ' + flags)
+  torch.manual_seed(0)
+  G, D = BigGAN.Generator(**config), BigGAN.Discriminator(**config)
+  G_ema = BigGAN.Generator(**{**config, 'skip_init': True, 'no_optim': True})
+  train_fns.apply_speed_options(config, G, D, G_ema)
+  ema = utils.ema(G, G_ema, 0.9, 0)
+  if optimizer is not None:  # plain SGD: updates proportional to gradients, unlike Adam's
+    G.optim, D.optim = optimizer(G.parameters()), optimizer(D.parameters())
+  z_, y_ = sampling.prepare_z_y(4, G.dim_z, 10, device='cpu')
+  state = {'itr': 1}
+  train = train_fns.GAN_training_function(G, D, BigGAN.G_D(G, D), z_, y_, ema, state, config)
+  return G, D, G_ema, train, config
+
+
+def batch(channels_last=False):
+  gen = torch.Generator().manual_seed(1)
+  x = torch.rand(8, 3, 32, 32, generator=gen) * 2 - 1
+  if channels_last:
+    x = x.contiguous(memory_format=torch.channels_last)
+  return x, torch.randint(0, 10, (8,), generator=gen)
+
+
+def run_steps(flags, steps=2, optimizer=None):
+  G, D, G_ema, train, config = training_setup(flags, optimizer)
+  run_steps.initial_G = {k: v.clone() for k, v in G.state_dict().items()}
+  x, y = batch(config['channels_last'])
+  torch.manual_seed(2)
+  metrics = [train(x, y) for _ in range(steps)]
+  return G, D, G_ema, metrics
+
+
+def sgd(params):
+  return torch.optim.SGD(params, lr=1e-3)
+
+
+def test_channels_last_flag_gives_the_default_results():
+  results = [run_steps(flags, optimizer=sgd) for flags in ('', '--channels_last')]
+  (G0, D0, E0, m0), (G1, D1, E1, m1) = results
+  for a, b in zip(m0, m1):
+    for key in a:
+      torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+  for net0, net1 in ((G0, G1), (D0, D1), (E0, E1)):
+    sd1 = net1.state_dict()
+    for key, value in net0.state_dict().items():
+      torch.testing.assert_close(sd1[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize('amp,steps', [('bf16', 2), ('fp16', 5)])
+def test_amp_training_keeps_fp32_state(amp, steps):
+  """Low-precision forward passes; weights, BN statistics, SN buffers and losses stay fp32. fp16
+  skips its first steps while the GradScaler finds its scale, as on a GPU."""
+  _, _, _, m0 = run_steps('', steps=1)
+  G, D, G_ema, metrics = run_steps('--amp %s --channels_last' % amp, steps=steps)
+  before = run_steps.initial_G
+  for m in metrics:
+    for key, value in m.items():
+      assert value.dtype == torch.float32 and torch.isfinite(value), (key, value)
+  for net in (G, D, G_ema):
+    for key, value in net.state_dict().items():
+      assert value.dtype == torch.float32 and torch.isfinite(value).all(), key
+  sd = G.state_dict()
+  for key in ('blocks.0.0.bn1.stored_mean', 'blocks.0.0.bn1.stored_var', 'blocks.0.0.conv1.u0',
+              'blocks.0.0.conv1.sv0', 'blocks.0.0.conv1.weight', 'blocks.1.1.gamma'):
+    assert not torch.equal(sd[key], before[key]), key  # trained
+  assert G.scaler.is_enabled() == (amp == 'fp16')
+  if amp == 'fp16':
+    assert G.scaler.get_scale() < 2.0 ** 16 and D.scaler.get_scale() < 2.0 ** 16
+  # The first D loss, before any update, is the fp32 one up to low-precision rounding.
+  torch.testing.assert_close(metrics[0]['D_loss_real'], m0[0]['D_loss_real'], rtol=0.05, atol=0.05)
+
+
+INDUCTOR = os.environ.get('BIGGAN_TEST_INDUCTOR') == '1'
+
+
+@pytest.mark.parametrize('backend', [
+    'aot_eager',
+    pytest.param('inductor', marks=pytest.mark.skipif(
+        not INDUCTOR, reason='inductor spends 45-85 s compiling C++ kernels on 2 cores; run with '
+                             'BIGGAN_TEST_INDUCTOR=1 (bench/bench_train.py runs it too)')),
+])
+def test_compile_matches_eager(backend, monkeypatch):
+  """--compile (train_fns.apply_speed_options): a training step and an eval-mode sample of z_
+  itself give the eager results, SN and BN buffers included. aot_eager traces and functionalises
+  exactly what inductor gets (buffer updates in place, train/eval guards, the z_ Distribution)
+  without generating C++."""
+  flags = ('--G_ch 2 --D_ch 2 --G_attn 0 --D_attn 0 --dim_z 8 --batch_size 2 --num_D_steps 1 '
+           '--G_init N02 --D_init N02')
+  compile_with_backend = torch.compile
+  monkeypatch.setattr(torch, 'compile', lambda fn: compile_with_backend(fn, backend=backend))
+  torch._dynamo.reset()
+  runs = []
+  for compiled in (False, True):
+    config = make_config(flags + (' --compile' if compiled else ''))
+    torch.manual_seed(0)
+    G, D = BigGAN.Generator(**config), BigGAN.Discriminator(**config)
+    G.optim, D.optim = sgd(G.parameters()), sgd(D.parameters())
+    train_fns.apply_speed_options(config, G, D)
+    z_, y_ = sampling.prepare_z_y(2, G.dim_z, 10, device='cpu')
+    train = train_fns.GAN_training_function(G, D, BigGAN.G_D(G, D), z_, y_, None, {'itr': 1},
+                                            config)
+    x, y = batch()
+    torch.manual_seed(2)
+    metrics = train(x[:2], y[:2])
+    G.eval()
+    torch.manual_seed(3)
+    sample, _ = sampling.sample(G, z_, y_, config)
+    runs.append((metrics, sample, G.state_dict(), D.state_dict()))
+  (m0, s0, g0, d0), (m1, s1, g1, d1) = runs
+  for key in m0:
+    torch.testing.assert_close(m1[key], m0[key], rtol=1e-4, atol=1e-5)
+  torch.testing.assert_close(s1, s0, rtol=1e-4, atol=1e-5)
+  for sd0, sd1 in ((g0, g1), (d0, d1)):
+    for key in sd0:
+      torch.testing.assert_close(sd1[key], sd0[key], rtol=1e-4, atol=1e-5, msg=key)
