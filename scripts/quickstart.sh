@@ -12,7 +12,7 @@ python train.py \
 --G_ch 16 --D_ch 16 --G_attn 0 --D_attn 0 --G_shared --shared_dim 32 --dim_z 64 \
 --G_lr 2e-4 --D_lr 2e-4 --G_init N02 --D_init N02 \
 --ema --use_ema --ema_start 100 --G_eval_mode \
---num_iters 300 --save_every 100 --test_every 1000000 --sv_log_interval 10 "$@"
+--num_iters 500 --save_every 100 --test_every 1000000 --sv_log_interval 10 "$@"
 EXP=$(ls -t $ROOT/weights | head -n 1)
 python logs/plot_training.py $ROOT/logs/$EXP --out $ROOT/training.png
 echo
