@@ -16,6 +16,8 @@ data_root/{stats_name}_inception_moments_tf.npz for tf, where train.py and sampl
 Features stream into float64 sums, so memory does not grow with the dataset. The IS splits are
 taken over a random order seeded by --seed: label-ordered data would otherwise score low.
 """
+import os
+
 import datasets
 import errors
 import inception_utils
@@ -33,7 +35,12 @@ def run(config):
   """Computes and saves the moments of config's dataset; returns the file's path."""
   config = utils.update_config_roots(dict(config))
   config.update(drop_last=False, use_multiepoch_sampler=False, start_itr=0)  # every image once
+  for key, least in (('batch_size', 1), ('num_workers', 0)):
+    if config[key] < least:
+      raise errors.UserError('--%s must be at least %d (got %d)' % (key, least, config[key]))
   path = inception_utils.moments_path(config)  # checks the dataset before the slow parts
+  utils.check_writable_folder(os.path.dirname(path), '--data_root %s' % config['data_root'],
+                              '--data_root or --base_root')
   net = inception_utils.load_inception_net(config['parallel'], config['inception_net'],
                                            config['inception_weights'], config['device'])
   loader = datasets.get_data_loaders(**config)[0]

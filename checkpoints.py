@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+import errors
 from errors import UserError
 
 MODEL_FILES = ('G', 'G_optim', 'D', 'D_optim', 'G_ema')
@@ -66,13 +67,14 @@ def safe_load(path, map_location='cpu'):
     raise UserError('checkpoint file %s does not exist; check --weights_root, --experiment_name '
                     'and --load_weights' % path)
   except Exception as e:  # noqa: BLE001 (pickle errors of every kind)
-    if 'weights_only' in str(e) or 'Unsupported global' in str(e):
+    blocked = _first_line_with(str(e), 'GLOBAL')  # torch names the global it refused
+    if blocked:
       raise UserError('refusing to load %s: it contains Python objects that could run code '
-                      '(%s); only tensors and the original BigGAN-PyTorch config are allowed'
-                      % (path, _first_line_with(str(e), 'GLOBAL') or type(e).__name__))
-    raise UserError('cannot read checkpoint %s (%s: %s); the file is truncated or not a '
-                    'PyTorch checkpoint' % (path, type(e).__name__, str(e).splitlines()[0]
-                                            if str(e) else ''))
+                      '(%s); only tensors and the original BigGAN-PyTorch config are allowed: '
+                      'use a checkpoint from a source you trust' % (path, blocked))
+    raise UserError('cannot read checkpoint %s (%s: %s); the file is truncated or not a PyTorch '
+                    'checkpoint: load another save (--load_weights copy0, copy1, ...) or train '
+                    'again' % (path, type(e).__name__, errors.reason(e)))
 
 
 def _first_line_with(text, word):
@@ -201,15 +203,17 @@ def complete_saves(root):
   return found
 
 
-def newest_save(weights_root, experiment_name):
+def newest_save(weights_root, experiment_name, flag='--resume'):
   """The suffix of the newest complete set (None = the plain files), after recovering any
-  interrupted save; UserError if there is none."""
+  interrupted save; UserError (about `flag`) if there is none."""
   root = '/'.join([weights_root, experiment_name])
   recover(root)
   saves = complete_saves(root)
   if not saves:
-    raise UserError('--resume: no complete checkpoint in %s; train without --resume first, or '
-                    'point --weights_root / --experiment_name at an existing run' % root)
+    raise UserError('%s: no complete checkpoint in %s; %s' % (flag, root, (
+        'train without --resume first, or point --weights_root / --experiment_name at an '
+        'existing run' if flag == '--resume' else
+        'point %s / --weights_root at an existing run' % flag)))
   # Newest iteration; on a tie the plain files, then copies, then bests.
   order = lambda s: (saves[s], s is None, str(s).startswith('copy'))  # noqa: E731
   return max(saves, key=order), saves
@@ -234,7 +238,7 @@ def load_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=No
                                                          if isinstance(target, nn.Module) else {}))
     except (RuntimeError, ValueError, KeyError) as e:
       raise UserError('%s does not fit the model built from these flags (%s); use the flags of '
-                      'the run that wrote it' % (path, str(e).strip().splitlines()[0][:300]))
+                      'the run that wrote it' % (path, errors.reason(e)))
 
   if G is not None:
     load_into(G, 'G', strict)

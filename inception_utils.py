@@ -199,7 +199,8 @@ def _read_weights(network, path):
       return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # corrupt, truncated or not a state_dict
       raise errors.UserError('cannot read Inception weights file %s (%s); pass a state_dict '
-                             'saved with torch.save to --inception_weights' % (path, e))
+                             'saved with torch.save to --inception_weights'
+                             % (path, errors.reason(e)))
   url = WEIGHTS_URLS[network]
   try:
     return torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True,

@@ -97,16 +97,21 @@ def _filter_lines(path, keep):
     os.replace(tmp, path)
 
 
+def summary_writer_class():
+  """torch's SummaryWriter; a UserError when the optional tensorboard package is missing."""
+  try:
+    from torch.utils.tensorboard import SummaryWriter
+  except ImportError:
+    raise UserError('--tensorboard needs the tensorboard package: pip install tensorboard '
+                    '(or drop --tensorboard)')
+  return SummaryWriter
+
+
 class TensorBoard(object):
   """Mirrors scalars and images to logs_root/<exp>/tb when --tensorboard is set."""
 
   def __init__(self, log_dir):
-    try:
-      from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-      raise UserError('--tensorboard needs the tensorboard package: pip install tensorboard '
-                      '(or drop --tensorboard)')
-    self.writer = SummaryWriter(log_dir)
+    self.writer = summary_writer_class()(log_dir)
 
   def scalars(self, itr, values):
     for name, value in values.items():

@@ -12,7 +12,6 @@ Usage:
   python make_hdf5.py --dataset Shapes --resolution 32       # -> data/Shapes32.hdf5
 then train with --dataset I128_hdf5, or --dataset PATH/TO/FILE.hdf5.
 """
-import argparse
 import os
 
 import h5py
@@ -22,10 +21,11 @@ from tqdm import tqdm
 
 import datasets
 import errors
+import utils
 
 
 def prepare_parser():
-  parser = argparse.ArgumentParser(description='Convert an image dataset to an HDF5 file.')
+  parser = errors.ArgumentParser(description='Convert an image dataset to an HDF5 file.')
   add = parser.add_argument
   add('--dataset', type=str, default='I128',
       help='What to convert: I32 ... I512 (data_root/ImageNet), C10, C100, Shapes, or a PATH to a '
@@ -117,9 +117,16 @@ def write_hdf5(dataset, out, batch_size=256, num_workers=16, chunk_size=500, com
   """Writes `dataset` (an ImageDataset with .info) to `out` in order; returns (written, skipped).
   Memory stays at a few batches and one chunk, whatever the dataset size."""
   info, size, n = dataset.info, dataset.resolution, len(dataset)
-  if chunk_size < 1 or batch_size < 1:
-    raise errors.UserError('--chunk_size and --batch_size must be positive')
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  if chunk_size < 1 or batch_size < 1 or num_workers < 0:
+    raise errors.UserError('--chunk_size %d --batch_size %d --num_workers %d: sizes must be at '
+                           'least 1 and workers at least 0 (0 reads in this process)'
+                           % (chunk_size, batch_size, num_workers))
+  if os.path.isdir(out):
+    raise errors.UserError('--out %s is a folder; give a file name, e.g. %s'
+                           % (out, os.path.join(out, '%s.hdf5' % info['tag'])))
+  folder = os.path.dirname(os.path.abspath(out))
+  utils.check_writable_folder(folder, 'the folder of --out %s' % out, '--out')
+  os.makedirs(folder, exist_ok=True)
   temporary = '%s.incomplete-%d' % (out, os.getpid())
   loader = data.DataLoader(_Readable(dataset), batch_size=batch_size, shuffle=False,
                            num_workers=num_workers, collate_fn=_collate)
@@ -133,7 +140,8 @@ def write_hdf5(dataset, out, batch_size=256, num_workers=16, chunk_size=500, com
           appender.add(images, labels)
       appender.flush()
       if appender.written == 0:
-        raise errors.UserError('no readable image in %s; nothing written' % source)
+        raise errors.UserError('no readable image in %s (see the warnings above); nothing '
+                               'written: fix or replace the images' % source)
       f.attrs['resolution'] = size
       f.attrs['n_classes'] = info['n_classes']
       if info['class_names'] is not None:

@@ -250,6 +250,10 @@ def run(config, given=()):
   if (config['sample_inception_metrics'] or values) and config['num_inception_images'] < 2:
     raise UserError('--num_inception_images must be at least 2 for IS/FID (got %d)'
                     % config['num_inception_images'])
+  if any(config[k] for k in ('sample_npz', 'sample_sheets', 'sample_interps', 'sample_random',
+                             'sample_trunc_curves')):  # an unusable folder fails now, not later
+    root = config['samples_root']
+    utils.check_writable_folder(root, '--samples_root %s' % root, '--samples_root or --base_root')
 
   utils.seed_rng(config['seed'])
   torch.backends.cudnn.benchmark = True

@@ -101,8 +101,8 @@ def run(config):
   print('Experiment name is %s' % experiment_name)
   if ctx.is_main:
     utils.prepare_root(config)
-  tensorboard = (logger.TensorBoard('%s/%s/tb' % (config['logs_root'], experiment_name))
-                 if config['tensorboard'] and ctx.is_main else None)
+  if config['tensorboard']:
+    logger.summary_writer_class()  # installed? (before any work)
   torch.backends.cudnn.benchmark = True
 
   # Models: the same seed on every rank.
@@ -142,8 +142,8 @@ def run(config):
       if net.scaler.is_enabled() and name + '_scaler' in saved:
         net.scaler.load_state_dict(saved[name + '_scaler'])
   elif config['finetune_from']:
-    suffix = config['load_weights'] or checkpoints.newest_save(config['weights_root'],
-                                                               config['finetune_from'])[0]
+    suffix = config['load_weights'] or checkpoints.newest_save(
+        config['weights_root'], config['finetune_from'], '--finetune_from')[0]
     print('Fine-tuning from %s (%s) into %s' % (config['finetune_from'],
                                                 suffix or 'the plain files', experiment_name))
     has_ema = os.path.exists(checkpoints.file_path(
@@ -156,18 +156,6 @@ def run(config):
     GD = torch.nn.DataParallel(GD)
   else:
     GD = distributed.wrap(GD, ctx)
-
-  # Logs: fresh unless resuming, then cut back to the checkpoint's iteration.
-  test_log = train_log = None
-  if ctx.is_main:
-    test_log = logger.MetricsLogger('%s/%s_log.jsonl' % (config['logs_root'], experiment_name),
-                                    reinitialize=not config['resume'])
-    train_log = logger.MyLogger('%s/%s' % (config['logs_root'], experiment_name),
-                                reinitialize=not config['resume'], logstyle=config['logstyle'])
-    if config['resume']:
-      test_log.truncate(state_dict['itr'])
-      train_log.truncate(state_dict['itr'])
-    utils.write_metadata(config['logs_root'], experiment_name, config, state_dict)
 
   # Data: each D step consumes batch_size * num_D_accumulations images per process.
   D_batch_size = config['batch_size'] * config['num_D_steps'] * config['num_D_accumulations']
@@ -195,6 +183,21 @@ def run(config):
         config['dataset'], config['parallel'], config['no_fid'], network=config['inception_net'],
         weights=config['inception_weights'], data_root=config['data_root'],
         resolution=config['resolution'], device=device)
+
+  # Logs: fresh unless resuming, then cut back to the checkpoint's iteration; only now that
+  # the data and the metrics' files are known good, so a bad input leaves the old logs.
+  test_log = train_log = None
+  if ctx.is_main:
+    test_log = logger.MetricsLogger('%s/%s_log.jsonl' % (config['logs_root'], experiment_name),
+                                    reinitialize=not config['resume'])
+    train_log = logger.MyLogger('%s/%s' % (config['logs_root'], experiment_name),
+                                reinitialize=not config['resume'], logstyle=config['logstyle'])
+    if config['resume']:
+      test_log.truncate(state_dict['itr'])
+      train_log.truncate(state_dict['itr'])
+    utils.write_metadata(config['logs_root'], experiment_name, config, state_dict)
+  tensorboard = (logger.TensorBoard('%s/%s/tb' % (config['logs_root'], experiment_name))
+                 if config['tensorboard'] and ctx.is_main else None)
 
   # Random streams: per rank for z/y; on resume, exactly where the checkpoint left them.
   if 'rng' in saved:

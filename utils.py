@@ -11,7 +11,6 @@ Also here: the original's small training helpers (seed_rng, toggle_grad, ortho, 
 re-exported under their original utils.* names, the pieces that now live in their own modules
 (datasets, sampling, checkpoints, logger).
 """
-import argparse
 import datetime
 import hashlib
 import importlib
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+import errors
 from errors import UserError
 
 # ---------------------------------------------------------------------------------------------
@@ -31,7 +31,7 @@ from errors import UserError
 
 def prepare_parser():
   """The parser shared by train.py, sample.py and the tools (the original's 90 flags + new ones)."""
-  parser = argparse.ArgumentParser(description='BigGAN training, sampling and evaluation.')
+  parser = errors.ArgumentParser(description='BigGAN training, sampling and evaluation.')
   add = parser.add_argument
 
   # --- Data -----------------------------------------------------------------------------------
@@ -424,16 +424,26 @@ def update_config_roots(config):
 def prepare_root(config):
   """Create the output roots (the original's name); an unusable one is a UserError."""
   for key in ['weights_root', 'logs_root', 'samples_root']:
+    what, instead = '--%s %s' % (key, config[key]), '--%s or --base_root' % key
+    check_writable_folder(config[key], what, instead)
     if not os.path.exists(config[key]):
       print('Making directory %s for %s...' % (config[key], key))
     try:
       os.makedirs(config[key], exist_ok=True)
-      probe = os.path.join(config[key], '.write_test_%d' % os.getpid())
-      open(probe, 'w').close()
-      os.remove(probe)
     except OSError as e:
-      raise UserError('--%s %s is not a writable folder (%s); choose another --%s or --base_root'
-                      % (key, config[key], e.strerror or e, key))
+      raise UserError('%s is not a writable folder (%s); choose another %s'
+                      % (what, e.strerror or e, instead))
+
+
+def check_writable_folder(folder, what, instead):
+  """Refuse an output folder that cannot be created or written (a path under a regular file, a
+  read-only disk) before any work whose output would go there. Creates nothing."""
+  existing = os.path.abspath(folder or '.')
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+    raise UserError('%s is not a writable folder (%s is %s); choose another %s' % (
+        what, existing, 'a file' if not os.path.isdir(existing) else 'read-only', instead))
 
 
 # ---------------------------------------------------------------------------------------------

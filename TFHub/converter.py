@@ -16,7 +16,6 @@ Two stages, as in the original TFHub/converter.py:
      and a config that rebuilds that G. The BN statistics in G.pth are those of --truncation;
      BigGANdeep's G.set_truncation(t) selects others. TFHub/README.md lists the TF names used.
 """
-import argparse
 import os
 import re
 import sys
@@ -121,6 +120,10 @@ class Dump(object):
       if isinstance(obj, h5py.Dataset):
         self.names[re.sub(r'^module/|:\d+$', '', name)] = name
     self.h5.visititems(add)
+    if not any(n.startswith(('Generator/', 'linear/')) for n in self.names):
+      self.h5.close()
+      raise UserError('%s holds none of TF-Hub BigGAN\'s variables (Generator/..., linear/w): it '
+                      'is not a stage-1 dump; give the .h5 that stage 1 wrote' % path)
     suffixes = {n.rsplit('/', 1)[1] for n in self.names if re.search(r'/ema_[^/]*$', n)}
     if ema and not suffixes:
       raise UserError('%s has no EMA weights; convert with --no_ema' % path)
@@ -350,8 +353,8 @@ def load_tensors(G, tensors, source):
 def convert(hdf5_path, ema=True, truncation=1.0, experiment_name='', verbose=False):
   """Stage 2: (G in eval mode, its config) from a dump."""
   if not 0.0 <= truncation <= 1.0:
-    raise UserError('--truncation %s is outside [0, 1], where TF-Hub stored BN statistics'
-                    % truncation)
+    raise UserError('--truncation %s is outside [0, 1], where TF-Hub stored BN statistics; '
+                    'choose one in [0, 1]' % truncation)
   dump = Dump(hdf5_path, ema=ema)
   try:
     config = read_config(dump, experiment_name)
@@ -405,7 +408,7 @@ def generate_sample(G, batch_size, filename, truncation=1.0, parallel=False, see
 
 
 def prepare_parser():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser = errors.ArgumentParser(description=__doc__.split('\n')[0])
   add = parser.add_argument
   add('--resolution', '-r', type=int, default=None, choices=RESOLUTIONS,
       help='Resolution of the TF-Hub module to convert; all three if not given '
@@ -469,6 +472,12 @@ def main(argv=None):
   args = prepare_parser().parse_args(argv)
   if args.batch_size < 1:
     raise UserError('--batch_size must be at least 1 (got %d)' % args.batch_size)
+  if not args.dump_only:  # fail now, not after converting
+    utils.check_writable_folder(args.weights_root, '--weights_root %s' % args.weights_root,
+                                '--weights_root')
+    if args.generate_samples:
+      utils.check_writable_folder(args.samples_dir, '--samples_dir %s' % args.samples_dir,
+                                  '--samples_dir')
   for name, module_path, hdf5_path in jobs(args):
     if args.redownload or not os.path.exists(hdf5_path):
       if not name:
