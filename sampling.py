@@ -100,8 +100,15 @@ class Distribution(torch.Tensor):
     return self
 
 
-def prepare_z_y(G_batch_size, dim_z, nclasses, device='cuda', fp16=False, z_var=1.0):
+def default_device(device=None):
+  """The device to use when a caller names none: CUDA when present, else the CPU (the original
+  defaulted to 'cuda', which fails on CPU-only machines)."""
+  return device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def prepare_z_y(G_batch_size, dim_z, nclasses, device=None, fp16=False, z_var=1.0):
   """z_ (G_batch_size, dim_z) ~ N(0, z_var^2) and y_ (G_batch_size,) uniform over classes."""
+  device = default_device(device)
   z_ = torch.zeros(G_batch_size, dim_z, device=device, requires_grad=False)
   if fp16:
     z_ = z_.half()
@@ -112,9 +119,9 @@ def prepare_z_y(G_batch_size, dim_z, nclasses, device='cuda', fp16=False, z_var=
 
 
 def run_G(G, z, y_embedded, parallel=False):
-  """G(z, y) without gradient, over all GPUs with --parallel."""
+  """G(z, y) without gradient, over all GPUs with --parallel (and on the one device otherwise)."""
   with torch.no_grad():
-    if parallel:
+    if parallel and z.is_cuda and torch.cuda.device_count() > 1:
       return nn.parallel.data_parallel(G, (z, y_embedded))
     return G(z, y_embedded)
 
@@ -135,9 +142,9 @@ def to_uint8(images):
   return ((images.float() + 1.) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def sample_1hot(batch_size, num_classes, device='cuda', generator=None):
+def sample_1hot(batch_size, num_classes, device=None, generator=None):
   """Random class indices (the original's name: they are not one-hot)."""
-  return torch.randint(low=0, high=num_classes, size=(batch_size,), device=device,
+  return torch.randint(low=0, high=num_classes, size=(batch_size,), device=default_device(device),
                        dtype=torch.int64, generator=generator)
 
 

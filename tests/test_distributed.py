@@ -159,3 +159,23 @@ def test_torchrun_trains_saves_once_and_resumes(tmp_path, repo_root):
   log = (tmp_path / 'logs' / exp / 'G_loss.log').read_text().splitlines()
   assert [int(line.split(':')[0]) for line in log] == [1, 2, 3, 4, 5, 6]
   assert checkpoints.safe_load(tmp_path / 'weights' / exp / 'state_dict.pth')['itr'] == 6
+
+
+def test_two_nodes_of_one_process_each(tmp_path, repo_root):
+  """torchrun --nnodes 2 --node_rank R with a rendezvous endpoint, both nodes on this machine."""
+  flags = ('--dataset Shapes --resolution 32 --G_ch 4 --D_ch 4 --batch_size 4 --num_D_steps 1 '
+           '--G_attn 0 --D_attn 0 --num_workers 0 --test_every 100000 --num_iters 2 '
+           '--save_every 2 --base_root %s' % tmp_path)
+  env = dict(os.environ, OMP_NUM_THREADS='1')
+  nodes = [subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--nnodes', '2',
+                             '--nproc_per_node', '1', '--node_rank', str(rank),
+                             '--master_addr', '127.0.0.1', '--master_port', '29531',
+                             os.path.join(repo_root, 'train.py')] + flags.split(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+           for rank in range(2)]
+  outputs = [node.communicate(timeout=600) for node in nodes]
+  assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-2000:]
+  assert 'rank 1 of 2' in outputs[1][0]  # the second node's process reads its own shard
+  [exp] = os.listdir(tmp_path / 'weights')
+  state = checkpoints.safe_load(tmp_path / 'weights' / exp / 'state_dict.pth')
+  assert state['itr'] == 2 and len(state['rng']) == 2

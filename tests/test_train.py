@@ -241,3 +241,26 @@ def test_mixed_precision_trains_saves_and_resumes_exactly(tmp_path, amp):
   assert_same_run(tmp_path / 'a', tmp_path / 'b', exp)
   losses = read(tmp_path / 'b' / 'logs' / exp / 'G_loss.log').splitlines()
   assert len(losses) == 6 and all(np.isfinite(float(line.split(':')[1])) for line in losses)
+
+
+def test_original_parallel_and_fp16_flags_run_on_one_cpu(tmp_path, capsys):
+  """--parallel (DataParallel) and --G_fp16 from the original's scripts: fp16 now means --amp."""
+  train.main(argv(tmp_path, '--num_iters 2 --save_every 2 --parallel --G_fp16 --D_fp16'))
+  assert 'now means --amp fp16' in capsys.readouterr().out
+  exp = experiment(tmp_path, '--G_fp16 --D_fp16')
+  assert '_Gfp16_Dfp16_' in exp  # the original's experiment name
+  state = checkpoints.safe_load(tmp_path / 'weights' / exp / 'state_dict.pth')
+  assert state['config']['amp'] == 'fp16' and state['G_scaler']['scale'] > 1
+
+
+@pytest.mark.parametrize('sig', ['SIGTERM', 'SIGUSR1'])
+def test_preemption_signals_are_remembered_until_the_loop_stops(sig):
+  before = signal.getsignal(getattr(signal, sig))
+  preemption = train.Preemption()
+  try:
+    assert preemption.requested is None
+    os.kill(os.getpid(), getattr(signal, sig))
+    assert preemption.requested == sig
+  finally:
+    preemption.close()
+  assert signal.getsignal(getattr(signal, sig)) == before
