@@ -95,8 +95,9 @@ def forward_backward(G, D, z, y, x):
                  '--hier --dim_z 16 --shared_dim 8 --G_attn 16 --D_attn 16'),
 ])
 def test_fast_paths_match_the_original_ops_in_float32(module, flags):
-  """The default fp32 path (folded resampling, channels_last activations on CPU) computes what
-  the original's op sequence computes, up to float32 rounding; G still returns NCHW images."""
+  """The default path (folded resampling, channels_last activations on CPU) computes what the
+  original's op sequence computes: equal to rounding in float64, and in float32 no further from
+  the float64 truth than the original ops are. G still returns NCHW images."""
   torch.manual_seed(0)
   config = make_config(flags)
   G, D = module.Generator(**config), module.Discriminator(**config)
@@ -104,22 +105,36 @@ def test_fast_paths_match_the_original_ops_in_float32(module, flags):
     for m in list(G.modules()) + list(D.modules()):
       if isinstance(m, layers.Attention):
         m.gamma.fill_(0.5)  # attention on, not the identity it starts as
-  nets = copy.deepcopy((G, D))
+  nets32 = copy.deepcopy((G, D))
+  nets64 = [copy.deepcopy(n).double() for n in (G, D)]
   z, y = torch.randn(4, G.dim_z), torch.randint(0, 10, (4,))
   x = torch.rand(4, 3, 32, 32) * 2 - 1
   fast = forward_backward(G, D, z, y, x)
+  fast64 = forward_backward(*copy.deepcopy(nets64), z.double(), y, x.double())
   with original_ops():
-    slow = forward_backward(*nets, z, y, x)
+    slow = forward_backward(*nets32, z, y, x)
+    truth = forward_backward(*nets64, z.double(), y, x.double())
   assert fast['G_z'].is_contiguous()
-  assert fast.keys() == slow.keys()
+  assert fast.keys() == slow.keys() == truth.keys()
   # Errors relative to each tensor's largest entry, or to 1% of the largest gradient of the net
   # for gradients that are 0 but for rounding (biases of convs followed by BN).
-  largest = {net: max(v.abs().max() for k, v in slow.items() if k.startswith(net))
+  largest = {net: max(v.abs().max() for k, v in truth.items() if k.startswith(net))
              for net in ('G.', 'D.')}
-  for name in fast:
-    scale = max(slow[name].abs().max(), 0.01 * largest.get(name[:2], 0), 1e-3)
-    torch.testing.assert_close(fast[name] / scale, slow[name] / scale, rtol=0, atol=2e-5,
-                               msg=name)
+
+  def error(result, name):
+    scale = max(truth[name].abs().max(), 0.01 * largest.get(name[:2], 0), 1e-3)
+    return ((result[name].double() - truth[name]).abs().max() / scale).item()
+
+  assert max(error(fast64, name) for name in truth) < 1e-9  # the same maths
+  # float32: outputs and buffers as close to the truth as the original ops' (max pooling is
+  # continuous). Gradients may differ more: where a 2x2 window of attention's max pooling holds a
+  # near-tie, float32 rounding of either path can pick the other pixel (seen with torch 2.14).
+  forward = [n for n in truth if n in ('G_z', 'D') or not n.endswith(('weight', 'bias', 'gamma'))]
+  fast_err = max(error(fast, name) for name in forward)
+  slow_err = max(error(slow, name) for name in forward)
+  assert fast_err <= 3 * slow_err + 1e-6, (fast_err, slow_err)
+  assert max(error(fast, name) for name in truth) < 1e-3
+  assert max(error(slow, name) for name in truth) < 1e-3
 
 
 def training_setup(flags, optimizer=None):
