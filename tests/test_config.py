@@ -62,7 +62,8 @@ def launch_commands(repo_root):
   the scripts' shell variables at their defaults."""
   for path in sorted(glob.glob(os.path.join(repo_root, 'scripts', '*.sh'))):
     text = open(path).read().replace('\\\n', ' ')
-    for old, new in [('$((256 / NPROC))', '32'), ('$EXP', 'exp'), ('$RESUME', ''), ('"$@"', '')]:
+    for old, new in [('$((256 / NPROC))', '32'), ('$EXP', 'exp'), ('$RESUME', ''), ('"$@" &', ''),
+                     ('"$@"', '')]:
       text = text.replace(old, new)
     for line in text.splitlines():
       match = re.search(r'(?:python3? |torchrun .*)(train|sample)\.py(.*)', line)
