@@ -3,10 +3,12 @@
 A save is the set weights_root/<exp>/{G, G_optim, D, D_optim, G_ema, state_dict}{_suffix}.pth,
 exactly the files the original writes and reads (suffixes: '', copy{n}, best{n}).
 
-Atomic: every file of a set is first written in full to <file>.new (flushed and fsynced),
-state_dict last; only then are they renamed over the old files, state_dict last. A crash while
-writing leaves the old set (the .new files are dropped by `recover`); a crash while renaming leaves
-a complete new set on disk under .new names, which `recover` finishes renaming. Either way a loader
+Atomic: the model files of a set are first written in full to <file>.new (flushed and fsynced);
+the state file is written to state_dict<_suffix>.pth.part, fsynced, and only then renamed to
+state_dict<_suffix>.pth.new. That rename is the commit: a .new state file only ever exists
+complete, after every other file of its set. Then the files are renamed over the old ones, state
+last. A crash before the commit leaves the old set (`recover` drops the .new and .part files); a
+crash after it leaves a complete new set, which `recover` finishes renaming. Either way a loader
 never sees a mixture of two saves.
 
 Safe: every file is read with torch.load(weights_only=True). The original pickled nn.ReLU modules
@@ -16,6 +18,7 @@ other object in a checkpoint is refused before it can run.
 import errno
 import os
 import random
+import sys
 
 import numpy as np
 import torch
@@ -26,7 +29,8 @@ from errors import UserError
 
 MODEL_FILES = ('G', 'G_optim', 'D', 'D_optim', 'G_ema')
 STATE_FILE = 'state_dict'
-NEW = '.new'
+NEW = '.new'    # a file of a set, written in full; a .new state file commits its set
+PART = '.part'  # the state file while it is written (never trusted, always discarded)
 
 
 def join_strings(base_string, strings):
@@ -90,10 +94,27 @@ def _first_line_with(text, word):
 
 
 def _write(obj, path):
-  with open(path, 'wb') as f:
-    torch.save(obj, f)
+  """torch.save, flushed and fsynced; any failure to write is an OSError. (torch's zip writer
+  reports a failed write of the file as a RuntimeError 'unexpected pos'; the file's own error,
+  such as ENOSPC, comes out of the flush that follows.)"""
+  f = open(path, 'wb')
+  try:
+    try:
+      torch.save(obj, f)
+    except RuntimeError as e:
+      if 'inline_container' not in str(e) and 'PytorchStreamWriter' not in str(e):
+        raise  # not a write failure: a bug, keep its traceback
+      f.flush()
+      raise OSError(errno.EIO, 'the write failed', path)
     f.flush()
     os.fsync(f.fileno())
+  except BaseException:
+    try:
+      f.close()
+    except OSError:
+      pass  # the unwritten buffer fails again; the first error is the one to report
+    raise
+  f.close()
 
 
 def _fsync_dir(root):
@@ -128,44 +149,86 @@ def plain_state(state_dict):
   return out
 
 
+def _remove_quietly(path):
+  """Best-effort cleanup after a failure (a leftover temporary is dropped by `recover` later)."""
+  try:
+    os.remove(path)
+  except OSError:
+    pass
+
+
 def save_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=None, G_ema=None):
   """Write one checkpoint set atomically (the original's signature and files)."""
   root = '/'.join([weights_root, experiment_name])
-  os.makedirs(root, exist_ok=True)
+  try:
+    os.makedirs(root, exist_ok=True)
+  except OSError as e:
+    raise UserError('could not create the checkpoint folder %s (%s); fix --weights_root or its '
+                    'permissions' % (root, errors.os_reason(e)))
+  recover(root)  # a .new state file left by an interrupted save must not commit this save's files
   print('Saving weights to %s%s...' % (root, '/' + name_suffix if name_suffix else ''))
   items = [('G', G.state_dict()), ('G_optim', G.optim.state_dict()),
            ('D', D.state_dict()), ('D_optim', D.optim.state_dict())]
   if G_ema is not None:
     items.append(('G_ema', G_ema.state_dict()))
-  items.append((STATE_FILE, plain_state(state_dict)))
   paths = [file_path(root, name, name_suffix) for name, _ in items]
+  state_path = file_path(root, STATE_FILE, name_suffix)
   try:
     for (_, obj), path in zip(items, paths):
       _write(obj, path + NEW)
+    _write(plain_state(state_dict), state_path + PART)
+    _fsync_dir(root)  # the model files are durable under their names before the commit
+    os.replace(state_path + PART, state_path + NEW)  # the commit
   except OSError as e:
-    for path in paths:
-      if os.path.exists(path + NEW):
-        os.remove(path + NEW)
-    reason = 'the disk is full' if e.errno == errno.ENOSPC else e.strerror or str(e)
+    for path in paths + [state_path]:
+      _remove_quietly(path + NEW)
+    _remove_quietly(state_path + PART)
     raise UserError('could not write checkpoint %s (%s); the previous checkpoint there is intact. '
-                    'Free space or fix permissions, then --resume' % (paths[-1], reason))
+                    'Free space or fix permissions, then --resume' % (state_path, errors.os_reason(e)))
   _fsync_dir(root)
-  for path in paths:  # state_dict last: its rename completes the set
-    os.replace(path + NEW, path)
+  try:
+    for path in paths + [state_path]:  # state_dict last: its rename completes the set
+      os.replace(path + NEW, path)
+  except OSError as e:
+    raise UserError('could not rename the new checkpoint files in %s into place (%s); the new '
+                    'checkpoint is complete under .new names and --resume (or any load) finishes '
+                    'it once the folder is writable again' % (root, errors.os_reason(e)))
   _fsync_dir(root)
+
+
+def _warn(message):
+  print('warning: %s' % message, file=sys.stderr, flush=True)
 
 
 def recover(root):
   """Finish or undo any save that was interrupted in `root`. Returns the suffixes touched."""
+  return _recover(root)
+
+
+def _recover(root):
+  """The body of `recover`, callable where a `recover=` keyword shadows that name."""
   if not os.path.isdir(root):
     return []
+  try:
+    return _recover_files(root)
+  except OSError as e:
+    raise UserError('could not finish an interrupted save in %s (%s: %s); make the folder '
+                    'writable (or free space), then run again'
+                    % (root, e.filename or root, errors.os_reason(e)))
+
+
+def _recover_files(root):
   touched = []
-  pending = sorted(f for f in os.listdir(root) if f.endswith('.pth' + NEW))
-  suffixes = {_suffix_of(f[:-len(NEW)]) for f in pending}
+  files = os.listdir(root)
+  for f in sorted(f for f in files if f.endswith('.pth' + PART)):  # killed before the commit
+    os.remove(os.path.join(root, f))
+    print('Discarded a half-written %s in %s' % (f, root))
+  pending = sorted(f for f in files if f.endswith('.pth' + NEW))
+  suffixes = sorted({_suffix_of(f[:-len(NEW)]) for f in pending}, key=str)
   for suffix in suffixes:
     members = [f for f in pending if _suffix_of(f[:-len(NEW)]) == suffix]
     state_new = os.path.basename(file_path(root, STATE_FILE, suffix)) + NEW
-    complete = state_new in members
+    complete = state_new in members and _readable(os.path.join(root, state_new))
     for f in sorted(members, key=lambda f: f == state_new):  # state_dict last
       if complete:
         os.replace(os.path.join(root, f), os.path.join(root, f[:-len(NEW)]))
@@ -175,6 +238,17 @@ def recover(root):
                                               ' (%s)' % suffix if suffix else '', root))
     touched.append(suffix)
   return touched
+
+
+def _readable(path):
+  """A committed state file always is; one renamed to .new by older code (or by a writer without
+  the .part step) may have been cut short, and then its set is not complete."""
+  try:
+    safe_load(path)
+    return True
+  except UserError as e:
+    _warn('not completing an interrupted save: %s' % e)
+    return False
 
 
 def _suffix_of(filename):
@@ -188,43 +262,61 @@ def _suffix_of(filename):
   return stem
 
 
-def complete_saves(root):
-  """{suffix: itr} of the sets in root that have every file a resume needs."""
+def complete_saves(root, unreadable=None):
+  """{suffix: itr} of the sets in root that have every file a resume needs. A set whose state file
+  cannot be read is skipped with a warning (and its path appended to `unreadable`), so one bad
+  copy does not hide the good ones."""
   found = {}
   if not os.path.isdir(root):
     return found
-  for f in os.listdir(root):
+  for f in sorted(os.listdir(root)):
     if not f.endswith('.pth') or not f.startswith(STATE_FILE):
       continue
     suffix = _suffix_of(f)
     needed = [file_path(root, name, suffix) for name in ('G', 'G_optim', 'D', 'D_optim')]
-    if all(os.path.exists(p) for p in needed):
-      found[suffix] = int(safe_load(os.path.join(root, f))['itr'])
+    if not all(os.path.exists(p) for p in needed):
+      continue
+    path = os.path.join(root, f)
+    try:
+      state = safe_load(path)
+      found[suffix] = int(state['itr'])
+    except (UserError, KeyError, TypeError, ValueError) as e:
+      message = str(e) if isinstance(e, UserError) else (
+          '%s has no iteration count (itr)' % path)
+      _warn('skipping the %s checkpoint set: %s' % (suffix or 'plain', message))
+      if unreadable is not None:
+        unreadable.append(path)
   return found
 
 
-def newest_save(weights_root, experiment_name, flag='--resume'):
+def newest_save(weights_root, experiment_name, flag='--resume', recover=True):
   """The suffix of the newest complete set (None = the plain files), after recovering any
-  interrupted save; UserError (about `flag`) if there is none."""
+  interrupted save (recover=False skips that, for all but one process of a distributed run);
+  UserError (about `flag`) if there is none."""
   root = '/'.join([weights_root, experiment_name])
-  recover(root)
-  saves = complete_saves(root)
+  if recover:
+    _recover(root)
+  unreadable = []
+  saves = complete_saves(root, unreadable)
   if not saves:
-    raise UserError('%s: no complete checkpoint in %s; %s' % (flag, root, (
-        'train without --resume first, or point --weights_root / --experiment_name at an '
-        'existing run' if flag == '--resume' else
-        'point %s / --weights_root at an existing run' % flag)))
+    raise UserError('%s: no complete checkpoint in %s%s; %s' % (
+        flag, root, ' (unreadable: %s)' % ', '.join(unreadable) if unreadable else '', (
+            'train without --resume first, or point --weights_root / --experiment_name at an '
+            'existing run' if flag == '--resume' else
+            'point %s / --weights_root at an existing run' % flag)))
   # Newest iteration; on a tie the plain files, then copies, then bests.
   order = lambda s: (saves[s], s is None, str(s).startswith('copy'))  # noqa: E731
   return max(saves, key=order), saves
 
 
 def load_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=None, G_ema=None,
-                 strict=True, load_optim=True):
+                 strict=True, load_optim=True, recover=True):
   """Load a set into the given models and state_dict (the original's signature and semantics:
-  every key of `state_dict` is taken from the file). Tensors go to each model's device."""
+  every key of `state_dict` is taken from the file). Tensors go to each model's device.
+  recover=False skips finishing interrupted saves (when another process already did)."""
   root = '/'.join([weights_root, experiment_name])
-  recover(root)
+  if recover:
+    _recover(root)
   print('Loading %sweights from %s...' % (name_suffix + ' ' if name_suffix else '', root))
 
   def load_into(target, name, strict=True):

@@ -6,6 +6,7 @@ else is a bug and keeps its traceback. Scripts build their flags with `ArgumentP
 mistyped flag is one such line too.
 """
 import argparse
+import errno
 import sys
 
 
@@ -28,6 +29,11 @@ def reason(exception, limit=300):
   often advice for another situation, such as torch's to turn weights_only off)."""
   text = ' '.join(str(exception).split()).split('. ')[0]
   return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def os_reason(e):
+  """An OSError as a short clause: 'the disk is full' for ENOSPC, else its strerror."""
+  return 'the disk is full' if e.errno == errno.ENOSPC else e.strerror or str(e)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -7,6 +7,9 @@
 Training metrics arrive as tensors; `TrainLog` buffers them and writes (and prints) them at log
 intervals, so the loop never waits for the device in between. On resume the logs are cut back to
 the checkpoint's iteration, so a replayed stretch is not logged twice.
+
+A failed log write (full disk, permissions) is a UserError naming the file, and never leaves half
+a line: appends are cut back on failure, and a line cut short by a crash is dropped on resume.
 """
 import json
 import os
@@ -15,6 +18,7 @@ import time
 
 import torch
 
+import errors
 from errors import UserError
 
 
@@ -26,15 +30,14 @@ class MetricsLogger(object):
     self.reinitialize = reinitialize
     if os.path.exists(self.fname) and self.reinitialize:
       print('{} exists, deleting...'.format(self.fname))
-      os.remove(self.fname)
+      _remove(self.fname)
 
   def log(self, record=None, **kwargs):
     if record is None:
       record = {}
     record.update(kwargs)
     record['_stamp'] = time.time()
-    with open(self.fname, 'a') as f:
-      f.write(json.dumps(record, ensure_ascii=True) + '\n')
+    _append(self.fname, json.dumps(record, ensure_ascii=True) + '\n')
 
   def truncate(self, itr):
     """Drop the records after iteration itr."""
@@ -46,7 +49,10 @@ class MyLogger(object):
 
   def __init__(self, fname, reinitialize=False, logstyle='%3.3f'):
     self.root = fname
-    os.makedirs(self.root, exist_ok=True)
+    try:
+      os.makedirs(self.root, exist_ok=True)
+    except OSError as e:
+      raise _log_error('create the log folder', self.root, e)
     self.reinitialize = reinitialize
     self.metrics = []
     self.logstyle = logstyle
@@ -60,7 +66,7 @@ class MyLogger(object):
     if os.path.exists(path) and self.reinitialize:
       if 'sv' not in item:
         print('{} exists, deleting...'.format(path))
-      os.remove(path)
+      _remove(path)
 
   def log(self, itr, **kwargs):
     self.log_rows([(itr, kwargs)])
@@ -75,26 +81,90 @@ class MyLogger(object):
       if name not in self.metrics:
         self.reinit(name)
         self.metrics.append(name)
-      with open('%s/%s.log' % (self.root, name), 'a') as f:
-        f.writelines(text)
+      _append('%s/%s.log' % (self.root, name), ''.join(text))
 
   def truncate(self, itr):
-    for name in os.listdir(self.root):
+    try:
+      names = os.listdir(self.root)
+    except OSError as e:
+      raise _log_error('read the log folder', self.root, e)
+    for name in names:
       if name.endswith('.log'):
         _filter_lines(os.path.join(self.root, name), lambda line: int(line.split(':')[0]) <= itr)
 
 
+def _log_error(action, path, e):
+  reason = errors.os_reason(e)
+  return UserError('could not %s %s (%s); free space or fix permissions (or choose another '
+                   '--logs_root), then run again: --resume continues from the last checkpoint'
+                   % (action, path, reason))
+
+
+def _remove(path):
+  try:
+    os.remove(path)
+  except OSError as e:
+    raise _log_error('delete the old log', path, e)
+
+
+def _append(path, text):
+  """Append whole lines in one write; if it fails, cut the file back to where it was, so a full
+  disk never leaves half a line that the next append would run into."""
+  data = memoryview(text.encode('utf-8'))
+  try:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+  except OSError as e:
+    raise _log_error('open the log', path, e)
+  try:
+    start = os.fstat(fd).st_size
+    try:
+      while data:
+        data = data[os.write(fd, data):]
+    except OSError:
+      try:
+        os.ftruncate(fd, start)
+      except OSError:
+        pass
+      raise
+  except OSError as e:
+    raise _log_error('write the log', path, e)
+  finally:
+    os.close(fd)
+
+
 def _filter_lines(path, keep):
-  if not os.path.exists(path):
+  """Rewrite `path` with only the lines `keep` accepts (via a temporary file, so a failure leaves
+  it as it was). A last line without its newline was cut short by a crash and goes too."""
+  try:
+    with open(path) as f:
+      lines = f.readlines()
+  except FileNotFoundError:
     return
-  with open(path) as f:
-    lines = [line for line in f if line.strip()]
-  kept = [line for line in lines if keep(line)]
-  if len(kept) != len(lines):
-    tmp = path + '.tmp'
+  except OSError as e:
+    raise _log_error('read the log', path, e)
+  kept = [line for line in lines if line.endswith('\n') and line.strip() and _keeps(keep, line)]
+  if kept == lines:
+    return
+  tmp = path + '.tmp'
+  try:
     with open(tmp, 'w') as f:
       f.writelines(kept)
     os.replace(tmp, path)
+  except OSError as e:
+    try:
+      os.remove(tmp)
+    except OSError:
+      pass
+    raise _log_error('rewrite the log', path, e)
+
+
+def _keeps(keep, line):
+  try:
+    return keep(line)
+  except (ValueError, TypeError, AttributeError):  # not a line this logger writes: a damaged one
+    print('warning: dropping an unreadable line from a log on resume: %r' % line.strip()[:80],
+          file=sys.stderr, flush=True)
+    return False
 
 
 def summary_writer_class():

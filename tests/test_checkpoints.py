@@ -1,6 +1,7 @@
 """Checkpoints: the original's layout both ways, atomic sets under SIGKILL, safe loading, disk
-errors, newest-save selection, random state."""
+errors (and those of the training logs), newest-save selection, random state."""
 import errno
+import io
 import multiprocessing
 import os
 import random
@@ -12,6 +13,7 @@ import torch
 import torch.nn as nn
 
 import checkpoints
+import logger
 from errors import UserError
 
 
@@ -112,6 +114,13 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
     load(tmp_path)
 
 
+def files_of(root, suffix=None):
+  """The bytes of every file of a set, to compare saves bit for bit."""
+  names = checkpoints.MODEL_FILES + (checkpoints.STATE_FILE,)
+  return {name: open(checkpoints.file_path(str(root / 'exp'), name, suffix), 'rb').read()
+          for name in names}
+
+
 def crash_while_saving(root, kill_at):
   """Child process: save itr 2 over itr 1 and die (SIGKILL) at file operation number kill_at."""
   calls = [0]
@@ -135,18 +144,204 @@ def crash_while_saving(root, kill_at):
   os._exit(0)
 
 
-@pytest.mark.parametrize('kill_at', range(1, 13))  # 6 writes then 6 renames
+# 6 writes (the state file to .part), the commit (.part -> .new), then 6 renames.
+@pytest.mark.parametrize('kill_at', range(1, 14))
 def test_sigkill_during_a_save_never_mixes_two_saves(tmp_path, kill_at):
   save(tmp_path, 1)
+  before = files_of(tmp_path)
   process = multiprocessing.get_context('fork').Process(target=crash_while_saving,
                                                         args=(tmp_path, kill_at))
   process.start()
   process.join()
   assert process.exitcode == -signal.SIGKILL
   itr = load(tmp_path)['itr']  # recovers, then checks every file has one stamp
-  # Killed while writing: the old save; killed while renaming: the new one, completed.
-  assert itr == (1 if kill_at <= 6 else 2)
-  assert not [f for f in os.listdir(tmp_path / 'exp') if f.endswith('.new')]
+  # Killed before the commit: the old save, bit for bit; after it: the new one, completed.
+  assert itr == (1 if kill_at <= 7 else 2)
+  assert (files_of(tmp_path) == before) == (kill_at <= 7)
+  assert all(f.endswith('.pth') for f in os.listdir(tmp_path / 'exp'))
+
+
+def crash_inside_a_write(root, cut_file):
+  """Child process: save itr 2 over itr 1; file number cut_file (G, G_optim, D, D_optim, G_ema,
+  state_dict) gets half its bytes on disk, fsynced, then the process dies (SIGKILL)."""
+  calls = [0]
+  real_save = torch.save
+
+  def save_half_then_die(obj, f, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] != cut_file:
+      return real_save(obj, f, *args, **kwargs)
+    buffer = io.BytesIO()
+    real_save(obj, buffer, *args, **kwargs)
+    f.write(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+    f.flush()
+    os.fsync(f.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)
+  torch.save = save_half_then_die
+  save(root, 2)
+  os._exit(0)
+
+
+@pytest.mark.parametrize('cut_file', range(1, 7))
+def test_sigkill_inside_a_file_write_keeps_the_previous_save(tmp_path, cut_file):
+  save(tmp_path, 1)
+  before = files_of(tmp_path)
+  process = multiprocessing.get_context('fork').Process(target=crash_inside_a_write,
+                                                        args=(tmp_path, cut_file))
+  process.start()
+  process.join()
+  assert process.exitcode == -signal.SIGKILL
+  assert [f for f in os.listdir(tmp_path / 'exp') if not f.endswith('.pth')]  # half-written
+  assert checkpoints.newest_save(str(tmp_path), 'exp') == (None, {None: 1})  # recovers first
+  assert files_of(tmp_path) == before  # bit for bit
+  assert sorted(os.listdir(tmp_path / 'exp')) == sorted(
+      os.path.basename(checkpoints.file_path('', name)) for name in before)
+  assert load(tmp_path)['itr'] == 1
+
+
+def test_a_cut_short_new_state_file_does_not_commit_its_set(tmp_path, capsys):
+  """As an older writer (one without the .part step) leaves it when killed inside the state file:
+  every file of itr 2 under .new names, the state file half written."""
+  save(tmp_path, 1)
+  before = files_of(tmp_path)
+  save(tmp_path / 'other', 2)
+  for name, data in files_of(tmp_path / 'other').items():
+    if name == checkpoints.STATE_FILE:
+      data = data[:len(data) // 2]
+    (tmp_path / 'exp' / (name + '.pth.new')).write_bytes(data)
+  assert load(tmp_path)['itr'] == 1
+  assert files_of(tmp_path) == before
+  assert all(f.endswith('.pth') for f in os.listdir(tmp_path / 'exp'))
+  assert 'not completing an interrupted save: cannot read checkpoint' in capsys.readouterr().err
+
+
+def test_an_unreadable_set_is_skipped_with_one_warning(tmp_path, capsys):
+  save(tmp_path, 10)
+  save(tmp_path, 5, 'copy0')
+  save(tmp_path, 7, 'copy1')
+  root = tmp_path / 'exp'
+  data = (root / 'state_dict.pth').read_bytes()
+  (root / 'state_dict.pth').write_bytes(data[:len(data) // 2])
+  torch.save({'epoch': 3}, root / 'state_dict_copy1.pth')  # no itr
+  capsys.readouterr()
+  assert checkpoints.newest_save(str(tmp_path), 'exp') == ('copy0', {'copy0': 5})
+  plain, copy1 = capsys.readouterr().err.strip().splitlines()  # one warning per bad set
+  assert plain.startswith('warning: skipping the plain checkpoint set: cannot read checkpoint '
+                          '%s/state_dict.pth' % root)
+  assert copy1 == ('warning: skipping the copy1 checkpoint set: %s/state_dict_copy1.pth has no '
+                   'iteration count (itr)' % root)
+  os.remove(root / 'state_dict_copy0.pth')
+  with pytest.raises(UserError, match=r'no complete checkpoint .*\(unreadable: .*state_dict'):
+    checkpoints.newest_save(str(tmp_path), 'exp')
+
+
+def failing_replace(monkeypatch, fail_at, error=errno.ENOSPC):
+  """os.replace that raises OSError(error) from its call number fail_at on."""
+  calls = [0]
+  real_replace = os.replace
+
+  def replace(src, dst):
+    calls[0] += 1
+    if calls[0] >= fail_at:
+      raise OSError(error, os.strerror(error), src)
+    return real_replace(src, dst)
+  monkeypatch.setattr(os, 'replace', replace)
+
+
+def test_a_failed_commit_keeps_the_previous_save(tmp_path, monkeypatch):
+  save(tmp_path, 1)
+  before = files_of(tmp_path)
+  failing_replace(monkeypatch, 1)  # the .part -> .new rename that commits the set
+  with pytest.raises(UserError, match='state_dict.pth .the disk is full.; the previous checkpoint '
+                                      'there is intact'):
+    save(tmp_path, 2)
+  monkeypatch.undo()
+  assert files_of(tmp_path) == before
+  assert all(f.endswith('.pth') for f in os.listdir(tmp_path / 'exp'))
+
+
+def test_a_failed_rename_after_the_commit_is_finished_by_the_next_load(tmp_path, monkeypatch):
+  save(tmp_path, 1)
+  failing_replace(monkeypatch, 3, errno.EACCES)  # G and G_optim are in place, D is not
+  with pytest.raises(UserError, match='could not rename .*Permission denied.*complete under .new'):
+    save(tmp_path, 2)
+  with pytest.raises(UserError, match='could not finish an interrupted save in .*exp .*D.pth.new: '
+                                      'Permission denied'):
+    load(tmp_path)  # the folder is still not writable
+  monkeypatch.undo()
+  assert load(tmp_path)['itr'] == 2
+  assert all(f.endswith('.pth') for f in os.listdir(tmp_path / 'exp'))
+
+
+def test_an_unwritable_weights_root_is_a_user_error(tmp_path, monkeypatch):
+  def makedirs(path, exist_ok=False):
+    raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+  monkeypatch.setattr(os, 'makedirs', makedirs)
+  with pytest.raises(UserError, match='could not create the checkpoint folder .*exp .Read-only'):
+    save(tmp_path, 1)
+
+
+def test_recover_false_leaves_interrupted_saves_alone(tmp_path):
+  save(tmp_path, 1)
+  save(tmp_path, 2, 'copy0')
+  root = tmp_path / 'exp'
+  for f in os.listdir(root):  # copy0 committed but not yet renamed into place
+    if 'copy0' in f:
+      os.rename(root / f, root / (f + '.new'))
+  pending = sorted(os.listdir(root))
+  assert checkpoints.newest_save(str(tmp_path), 'exp', recover=False) == (None, {None: 1})
+  with pytest.raises(UserError, match='G_copy0.pth does not exist'):
+    checkpoints.load_weights(Net(), Net(), {}, str(tmp_path), 'exp', 'copy0', recover=False)
+  assert sorted(os.listdir(root)) == pending
+  assert checkpoints.newest_save(str(tmp_path), 'exp') == ('copy0', {None: 1, 'copy0': 2})
+  assert load(tmp_path, 'copy0')['itr'] == 2
+
+
+def test_a_failed_log_write_leaves_no_half_line(tmp_path, monkeypatch):
+  jsonl = str(tmp_path / 'exp_log.jsonl')
+  metrics = logger.MetricsLogger(jsonl)
+  metrics.log(itr=1, IS_mean=2.0)
+  train_log = logger.MyLogger(str(tmp_path / 'exp'))
+  train_log.log(1, G_loss=0.5)
+  before = (open(jsonl).read(), open(tmp_path / 'exp' / 'G_loss.log').read())
+  real_write = os.write
+
+  def write_half_then_fill_the_disk(fd, data):
+    if len(data) > 1:
+      return real_write(fd, bytes(data[:len(data) // 2]))
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(os, 'write', write_half_then_fill_the_disk)
+  with pytest.raises(UserError, match='could not write the log .*exp_log.jsonl .the disk is full'):
+    metrics.log(itr=2, IS_mean=3.0)
+  with pytest.raises(UserError, match='could not write the log .*G_loss.log .the disk is full'):
+    train_log.log(2, G_loss=0.25)
+  monkeypatch.undo()
+  assert (open(jsonl).read(), open(tmp_path / 'exp' / 'G_loss.log').read()) == before
+
+  def no_permission(path, *args):
+    raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+  monkeypatch.setattr(os, 'open', no_permission)
+  with pytest.raises(UserError, match='could not open the log .*D_loss.log .Permission denied'):
+    train_log.log(2, D_loss=0.25)
+
+
+def test_resume_cuts_logs_back_and_drops_a_line_cut_short(tmp_path, monkeypatch):
+  jsonl = tmp_path / 'exp_log.jsonl'
+  jsonl.write_text('{"itr": 1}\n{"itr": 2}\n{"itr": 3}\n{"it')  # killed inside a write
+  folder = tmp_path / 'exp'
+  folder.mkdir()
+  (folder / 'G_loss.log').write_text('1: 0.5\n2: 0.4\n3: 0.3\n4: 0.')
+  failing_replace(monkeypatch, 1)
+  with pytest.raises(UserError, match='could not rewrite the log .*exp_log.jsonl .the disk is '
+                                      'full'):
+    logger.MetricsLogger(str(jsonl)).truncate(2)
+  monkeypatch.undo()
+  assert jsonl.read_text().endswith('{"it') and sorted(os.listdir(tmp_path)) == [
+      'exp', 'exp_log.jsonl']  # untouched, no temporary left
+  logger.MetricsLogger(str(jsonl)).truncate(2)
+  logger.MyLogger(str(folder)).truncate(3)
+  assert jsonl.read_text() == '{"itr": 1}\n{"itr": 2}\n'
+  assert (folder / 'G_loss.log').read_text() == '1: 0.5\n2: 0.4\n3: 0.3\n'
 
 
 def test_failed_write_keeps_the_previous_save(tmp_path, monkeypatch):
@@ -165,6 +360,24 @@ def test_failed_write_keeps_the_previous_save(tmp_path, monkeypatch):
   monkeypatch.undo()
   assert load(tmp_path)['itr'] == 1
   assert not [f for f in os.listdir(tmp_path / 'exp') if f.endswith('.new')]
+
+
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (Linux)')
+def test_a_really_full_disk_keeps_the_previous_save(tmp_path, monkeypatch):
+  """torch.save into a full device (its error is a RuntimeError, the ENOSPC comes at the flush)."""
+  save(tmp_path, 1)
+  before = files_of(tmp_path)
+  real_open = open
+
+  def open_full_for_D(path, *args, **kwargs):
+    return real_open('/dev/full' if path.endswith('/D.pth.new') else path, *args, **kwargs)
+  monkeypatch.setattr(checkpoints, 'open', open_full_for_D, raising=False)
+  with pytest.raises(UserError, match='state_dict.pth .the disk is full.; the previous checkpoint '
+                                      'there is intact'):
+    save(tmp_path, 2)
+  monkeypatch.undo()
+  assert files_of(tmp_path) == before
+  assert all(f.endswith('.pth') for f in os.listdir(tmp_path / 'exp'))
 
 
 def test_newest_complete_save(tmp_path):
