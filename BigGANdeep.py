@@ -4,7 +4,7 @@
 
 Same state_dict keys and parameter order as the original BigGANdeep.py. New: it also works
 without --hier (the whole z feeds the linear layer and the blocks see the class embedding only),
-and has a 512 px D.
+with a G_depth other than 2 at 64 px and up (where the original's G crashed), and has a 512 px D.
 
 New with --G_tfhub: G as DeepMind's TF-Hub biggan-deep modules (TFHub/converter.py writes their
 weights): the output conv has G_ch channels of which the first 3 are RGB, and every BN keeps the
@@ -128,15 +128,17 @@ class Generator(nn.Module):
     self.linear = self.which_linear(self.dim_z + (self.shared_dim if self.hier else 0),
                                     self.arch['in_channels'][0] * (self.bottom_width ** 2))
     # Each block is its own entry blocks.{k}.0 (k = stage * G_depth + d); attention is appended
-    # to the last block of its stage.
+    # to the last block of its stage. The last block of a stage changes the channels and
+    # upsamples. The original gave the first block in -> in and all others in -> out: the same
+    # for its G_depth 2, but a crash for any other depth wherever in != out (64 px and up).
     blocks = []
     for index in range(len(self.arch['out_channels'])):
       for g_index in range(self.G_depth):
         last = g_index == self.G_depth - 1
         blocks.append([GBlock(
             in_channels=self.arch['in_channels'][index],
-            out_channels=(self.arch['in_channels'][index] if g_index == 0
-                          else self.arch['out_channels'][index]),
+            out_channels=(self.arch['out_channels'][index] if last
+                          else self.arch['in_channels'][index]),
             which_conv=self.which_conv, which_bn=self.which_bn, activation=self.activation,
             upsample=(layers.upsample_nearest2x if self.arch['upsample'][index] and last
                       else None))])

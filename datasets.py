@@ -168,11 +168,18 @@ class ImageDataset(data.Dataset):
     return to_float(pixels), label
 
 
-def _list_images(folder):
-  """Image files below folder (recursively), sorted, relative to it."""
+def _list_images(folder, stamps=None):
+  """Image files below folder (recursively), sorted, relative to it. With a list `stamps`, appends
+  (directory, st_mtime_ns) for every directory the walk reads, each stamped before it is
+  listed: an image added or removed anywhere below changes one of them."""
   found = []
+  if stamps is not None:
+    stamps.append((folder, os.stat(folder).st_mtime_ns))
   for root, dirs, files in os.walk(folder):
     dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+    if stamps is not None:  # os.walk lists a directory only when it descends into it
+      stamps += [(os.path.join(root, d), os.stat(os.path.join(root, d)).st_mtime_ns)
+                 for d in dirs if not os.path.islink(os.path.join(root, d))]
     found += [os.path.relpath(os.path.join(root, name), folder) for name in sorted(files)
               if name.lower().endswith(IMG_EXTENSIONS) and not name.startswith('.')]
   return found
@@ -196,9 +203,10 @@ def find_classes(root):
 class ImageFolder(ImageDataset):
   """root/<class>/**/<image>: long-edge crop (centred, or random with augment) + resize + flips.
 
-  The file list is cached in root/.biggan_index_{resolution}.npz (keyed by the absolute root and
-  refreshed when a class folder changes); with load_in_mem the centre crops are kept in RAM, so
-  augment only flips."""
+  The file list is cached in root/.biggan_index_{resolution}.npz, keyed by the absolute root and
+  the modification times of every directory the listing read (class folders and their
+  subfolders), so adding or removing an image at any depth refreshes it; checking costs one stat
+  per directory. With load_in_mem the centre crops are kept in RAM, so augment only flips."""
   kind = 'folder'
 
   def __init__(self, root, resolution, augment=False, load_in_mem=False, **kwargs):
@@ -219,20 +227,29 @@ class ImageFolder(ImageDataset):
     return find_classes(root) if os.path.isdir(root) else None
 
   @staticmethod
-  def _index(root, resolution):
-    classes = find_classes(root)
-    stamps = np.array([os.stat(os.path.join(root, c)).st_mtime for c in classes])
-    cache = os.path.join(root, '.biggan_index_%d.npz' % resolution)
+  def _cached_index(cache, root, classes):
+    """(files, labels) of a cache that still describes root, else None."""
     try:
       with np.load(cache) as saved:
-        if (str(saved['root']) == os.path.abspath(root) and list(saved['classes']) == classes
-            and np.array_equal(saved['stamps'], stamps)):
-          return classes, saved['files'], saved['labels']
-    except (OSError, KeyError, ValueError):
-      pass
-    files, labels = [], []
+        if str(saved['root']) != os.path.abspath(root) or list(saved['classes']) != classes:
+          return None
+        for folder, stamp in zip(saved['dirs'], saved['stamps']):
+          if os.stat(os.path.join(root, os.fsdecode(folder))).st_mtime_ns != stamp:
+            return None
+        return saved['files'], saved['labels']
+    except (OSError, KeyError, ValueError):  # missing, older format, or a folder gone
+      return None
+
+  @staticmethod
+  def _index(root, resolution):
+    classes = find_classes(root)
+    cache = os.path.join(root, '.biggan_index_%d.npz' % resolution)
+    cached = ImageFolder._cached_index(cache, root, classes)
+    if cached is not None:
+      return (classes,) + cached
+    files, labels, stamps = [], [], []
     for label, name in enumerate(tqdm(classes, desc='Indexing %s' % root, leave=False)):
-      found = _list_images(os.path.join(root, name))
+      found = _list_images(os.path.join(root, name), stamps)
       if not found:
         raise errors.UserError('class folder %s has no images (%s); add images or remove the '
                                'folder' % (os.path.join(root, name), ' '.join(IMG_EXTENSIONS)))
@@ -240,10 +257,12 @@ class ImageFolder(ImageDataset):
       labels += [label] * len(found)
     # Bytes, not str: 4x smaller, and one buffer that forked workers share without copying.
     files, labels = np.array([os.fsencode(f) for f in files]), np.array(labels, dtype=np.int64)
+    dirs = np.array([os.fsencode(os.path.relpath(d, root)) for d, _ in stamps])
+    stamps = np.array([t for _, t in stamps], dtype=np.int64)
     temporary = '%s.%d.tmp.npz' % (cache[:-4], os.getpid())
     try:  # written whole or not at all: several processes may index at once
-      np.savez(temporary, root=os.path.abspath(root), classes=np.array(classes), stamps=stamps,
-               files=files, labels=labels)
+      np.savez(temporary, root=os.path.abspath(root), classes=np.array(classes), dirs=dirs,
+               stamps=stamps, files=files, labels=labels)
       os.replace(temporary, cache)
     except OSError:
       pass  # read-only data: index again next time
@@ -574,7 +593,13 @@ class _Shards(data.Sampler):
   of W processes, global rank r takes every W-th element starting at r, cut to len // W so that
   all ranks take the same number of steps. Position p of the stream is element p % m of epoch
   p // m (m = epoch_length). With draw_keys, items are (index, (seed, epoch)) so datasets can
-  seed augmentation per draw."""
+  seed augmentation per draw.
+
+  Not the original's sequence: its MultiEpochSampler drew torch.randperm(n) for every epoch from
+  the global torch RNG when iteration began (and DataLoader(shuffle=True) seeded RandomSampler
+  from it too), so its order depended on everything drawn before (model init, samples) and came
+  out different after a resume, which saved no RNG state. No seed reproduces it; an order that
+  is a function of (seed, epoch) is what makes resuming exact."""
 
   def __init__(self, data_source, batch_size, seed=0, shuffle=True, rank=None, world_size=None):
     self.rank, self.world_size = _rank_and_world(rank, world_size)

@@ -184,8 +184,9 @@ def fused_bn(x, mean, var, gain=None, bias=None, eps=1e-5):
 
 
 def manual_bn(x, gain=None, bias=None, return_mean_var=False, eps=1e-5):
-  """Batch norm with statistics computed in fp32 (biased variance, as the original's myBN)."""
-  float_x = x.float()
+  """Batch norm with statistics computed in fp32 or better (biased variance, as the original's
+  myBN; the original also rounded float64 input to fp32)."""
+  float_x = x if x.dtype == torch.float64 else x.float()
   m = torch.mean(float_x, [0, 2, 3], keepdim=True)
   m2 = torch.mean(float_x ** 2, [0, 2, 3], keepdim=True)
   var = (m2 - m ** 2).to(x.dtype)
@@ -198,7 +199,15 @@ def manual_bn(x, gain=None, bias=None, return_mean_var=False, eps=1e-5):
 
 class myBN(nn.Module):
   """The original's BN: running statistics, or "standing" statistics summed over
-  accumulate_standing passes and averaged at eval time."""
+  accumulate_standing passes and averaged at eval time.
+
+  accumulate_standing is a Python flag as in the original (not in the state_dict), so eval mode
+  decides without reading a buffer back from the device. The original left the flag set after
+  accumulating, so its checkpoints may hold sums: stored_* summed over accumulation_counter
+  batches (accumulation_counter > 0). Those are turned into averages (counter 0) when loaded, see
+  _load_from_state_dict; between begin and end of a standing pass is the only time the buffers
+  hold sums here.
+  """
 
   def __init__(self, num_channels, eps=1e-5, momentum=0.1):
     super(myBN, self).__init__()
@@ -218,28 +227,49 @@ class myBN(nn.Module):
     if self.training:
       out, mean, var = manual_bn(x, gain, bias, return_mean_var=True, eps=self.eps)
       with torch.no_grad():
+        mean, var = mean.to(self.stored_mean.dtype), var.to(self.stored_var.dtype)
         if self.accumulate_standing:
-          self.stored_mean += mean.float()
-          self.stored_var += var.float()
+          self.stored_mean += mean
+          self.stored_var += var
           self.accumulation_counter += 1.0
         else:
-          self.stored_mean.mul_(1 - self.momentum).add_(mean.float() * self.momentum)
-          self.stored_var.mul_(1 - self.momentum).add_(var.float() * self.momentum)
+          self.stored_mean.mul_(1 - self.momentum).add_(mean * self.momentum)
+          self.stored_var.mul_(1 - self.momentum).add_(var * self.momentum)
       return out
     mean = self.stored_mean.view(1, -1, 1, 1)
     var = self.stored_var.view(1, -1, 1, 1)
-    # Standing sums (also in checkpoints the original saved after accumulating) are averaged.
-    if self.accumulate_standing or self.accumulation_counter.item() > 0:
+    if self.accumulate_standing:  # the original's rule: sums while accumulating
       mean = mean / self.accumulation_counter
       var = var / self.accumulation_counter
     return fused_bn(x, mean, var, gain, bias, self.eps)
 
+  def _average_sums(self):
+    """Sums over accumulation_counter > 0 batches become averages (counter 0); no device sync."""
+    with torch.no_grad():
+      counter = self.accumulation_counter
+      divisor = torch.where(counter > 0, counter, torch.ones_like(counter))
+      self.stored_mean.div_(divisor)
+      self.stored_var.div_(divisor)
+      counter.zero_()
+
+  def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    # A checkpoint of the original saved after accumulating standing statistics holds sums
+    # (it divided them at eval time only while its in-memory flag was set, which a new process
+    # has lost). Averaging them here gives the statistics its eval mode used, and keeps
+    # training (momentum updates), EMA blending and re-saving correct; a loaded checkpoint thus
+    # always holds averages, which the original reads correctly too.
+    super(myBN, self)._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    if (prefix + 'accumulation_counter' not in state_dict
+        or self.accumulation_counter.device.type == 'meta'):
+      return
+    for name in ('stored_mean', 'stored_var', 'accumulation_counter'):
+      if getattr(self, name) is state_dict.get(prefix + name):  # load_state_dict(assign=True)
+        setattr(self, name, getattr(self, name).clone())  # leave the caller's tensors alone
+    self._average_sums()
+
   def finish_standing(self):
     """Turn the standing sums into statistics, so that training can go on from them."""
-    if self.accumulation_counter.item() > 0:
-      self.stored_mean /= self.accumulation_counter
-      self.stored_var /= self.accumulation_counter
-    self.accumulation_counter.zero_()
+    self._average_sums()
     self.accumulate_standing = False
 
 

@@ -224,6 +224,107 @@ def test_hdf5_workers_memory_and_augment_agree(shapes_folder, tmp_path):
   assert 10 < flipped < 46  # about half of 56
 
 
+def reference_pixels(path, resolution):
+  """uint8 3 x res x res by PIL alone: torchvision's centre crop of the short side, then PIL's
+  bilinear resize (what the original's CenterCrop + Resize did to PIL images)."""
+  img = Image.open(path).convert('RGB')
+  img = T.CenterCrop(min(img.size))(img)
+  if img.size[0] != resolution:
+    img = img.resize((resolution, resolution), Image.BILINEAR)
+  return np.asarray(img).transpose(2, 0, 1)
+
+
+def test_imagenet_layout_and_its_hdf5_load(tmp_path):
+  """The original layout: data_root/ImageNet/<wnid>/*.JPEG for --dataset I32, and
+  data_root/ILSVRC32.hdf5 (written by make_hdf5 --dataset I32) for I32_hdf5."""
+  rng = np.random.default_rng(4)
+  sizes = [(40, 30), (30, 52), (32, 32), (75, 64), (20, 24), (33, 35)]
+  wnids = ['n01440764', 'n01443537', 'n01484850']
+  for i, (w, h) in enumerate(sizes):
+    folder = tmp_path / 'ImageNet' / wnids[i % 3]
+    os.makedirs(folder, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+        folder / ('%s_%d.JPEG' % (wnids[i % 3], i)), quality=90)
+  info = datasets.dataset_info('I32', str(tmp_path))
+  assert (info['kind'], info['n_classes'], info['tag'], info['stats_name']) == (
+      'folder', 1000, 'I32', 'I32')
+  assert info['class_names'] == wnids
+  common = dict(batch_size=2, num_workers=0, shuffle=False, drop_last=False)
+  folder_batches = batches(datasets.get_data_loaders('I32', str(tmp_path), **common)[0])
+  x, y = map(torch.cat, zip(*folder_batches))
+  data = datasets.open_dataset('I32', str(tmp_path))
+  assert x.shape == (6, 3, 32, 32) and y.tolist() == [0, 0, 1, 1, 2, 2]
+  for i in range(6):
+    assert data.path(i).endswith('.JPEG')
+    assert torch.equal(x[i], datasets.to_float(reference_pixels(data.path(i), 32)))
+  out = make_hdf5.main(['--dataset', 'I32', '--data_root', str(tmp_path), '--num_workers', '0'])
+  assert out == os.path.join(str(tmp_path), 'ILSVRC32.hdf5')
+  info = datasets.dataset_info('I32_hdf5', str(tmp_path))
+  assert (info['kind'], info['n_classes'], info['stats_name'], info['class_names']) == (
+      'hdf5', 1000, 'I32', wnids)
+  assert_same_batches(
+      folder_batches, batches(datasets.get_data_loaders('I32_hdf5', str(tmp_path), **common)[0]))
+
+
+def test_make_hdf5_resizes_as_pil_does(tmp_path):
+  """Sources of other sizes than --resolution, larger and smaller: the file holds exactly PIL's
+  bilinear resize of the centre crop (rounded, not the original's truncation)."""
+  rng = np.random.default_rng(5)
+  sizes = [(50, 37), (23, 41), (64, 64), (33, 33), (97, 20)]
+  for i, (w, h) in enumerate(sizes):
+    os.makedirs(tmp_path / 'src' / ('c%d' % (i % 2)), exist_ok=True)
+    smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (h // 3 + 1, w // 3 + 1, 3),
+                                                     dtype=np.uint8)).resize((w, h)))
+    Image.fromarray(smooth).save(tmp_path / 'src' / ('c%d' % (i % 2)) / ('%d.png' % i))
+  out = str(tmp_path / 'out.hdf5')
+  make_hdf5.main(['--dataset', str(tmp_path / 'src'), '--resolution', '24', '--out', out,
+                  '--num_workers', '0', '--batch_size', '2'])
+  folder = datasets.open_dataset(str(tmp_path / 'src'), resolution=24)
+  with h5py.File(out, 'r') as f:
+    images = f['imgs'][:]
+  assert images.shape == (5, 3, 24, 24)
+  for i in range(5):
+    assert np.array_equal(images[i], reference_pixels(folder.path(i), 24)), folder.path(i)
+
+
+def test_index_cache_sees_images_in_nested_subfolders(tmp_path, monkeypatch):
+  def add(relative, seed):
+    path = tmp_path / relative
+    os.makedirs(path.parent, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+        path)
+  add('a/1.png', 0)
+  add('a/sub/2.png', 1)
+  add('b/3.png', 2)
+
+  def age_folders():  # mtimes far from now, so a change is visible at any clock resolution
+    for folder, dirs, _ in os.walk(tmp_path):
+      os.utime(folder, ns=(10 ** 18, 10 ** 18))
+
+  def files():
+    data = datasets.open_dataset(str(tmp_path), resolution=8)
+    return sorted(os.path.relpath(data.path(i), tmp_path) for i in range(len(data)))
+  age_folders()
+  assert files() == ['a/1.png', 'a/sub/2.png', 'b/3.png']
+  real, calls = datasets._list_images, []
+  monkeypatch.setattr(datasets, '_list_images', lambda *a: calls.append(a) or real(*a))
+  assert files() == ['a/1.png', 'a/sub/2.png', 'b/3.png'] and calls == []  # from the cache
+  add('a/sub/new.png', 3)  # only a/sub changes
+  assert files() == ['a/1.png', 'a/sub/2.png', 'a/sub/new.png', 'b/3.png'] and calls
+  age_folders()
+  files()
+  calls.clear()
+  add('b/x/y/deep.png', 4)  # two new levels: b changes
+  assert 'b/x/y/deep.png' in files() and calls
+  age_folders()
+  files()
+  calls.clear()
+  os.remove(tmp_path / 'b/x/y/deep.png')  # only b/x/y changes
+  add('b/x/y/other.png', 5)
+  assert files() == ['a/1.png', 'a/sub/2.png', 'a/sub/new.png', 'b/3.png', 'b/x/y/other.png']
+  assert calls
+
+
 def test_folder_augment_crops_along_the_long_edge(tmp_path):
   os.makedirs(tmp_path / 'a')
   wide = np.random.default_rng(2).integers(0, 256, (16, 40, 3), dtype=np.uint8)  # h 16, w 40

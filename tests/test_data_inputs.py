@@ -217,6 +217,37 @@ def test_cifar_from_local_files(tmp_path):
     assert any(torch.equal(x, w) or torch.equal(x, w.flip(-1)) for w in windows)
 
 
+def write_fake_cifar100(folder, n=12):
+  """cifar-100-python as published: one 'train' pickle with fine and coarse labels, 'meta'."""
+  os.makedirs(folder, exist_ok=True)
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+  fine = (np.arange(n) * 9 % 100).tolist()  # up to 99, not the coarse labels
+  with open(os.path.join(folder, 'train'), 'wb') as f:
+    pickle.dump({'filenames': ['%d.png' % i for i in range(n)], 'batch_label': 'training batch',
+                 'fine_labels': fine, 'coarse_labels': [c // 5 for c in fine], 'data': images}, f)
+  with open(os.path.join(folder, 'meta'), 'wb') as f:
+    pickle.dump({'fine_label_names': ['fine%d' % c for c in range(100)],
+                 'coarse_label_names': ['coarse%d' % c for c in range(20)]}, f)
+  return images.reshape(-1, 3, 32, 32), np.array(fine)
+
+
+def test_cifar100_from_local_files(tmp_path):
+  images, labels = write_fake_cifar100(str(tmp_path / 'cifar' / 'cifar-100-python'))
+  info = datasets.dataset_info('C100', str(tmp_path))
+  assert (info['kind'], info['n_classes'], info['resolution'], info['classes_per_sheet']) == (
+      'cifar100', 100, 32, 100)
+  assert len(info['class_names']) == 100 and info['class_names'][99] == 'fine99'
+  loader = datasets.get_data_loaders('C100', str(tmp_path), batch_size=4, num_workers=0,
+                                     shuffle=False)[0]
+  x, y = map(torch.cat, zip(*loader))
+  assert torch.equal(x, ((torch.from_numpy(images).float() / 255) - 0.5) * 2)
+  assert y.tolist() == labels.tolist() and max(y.tolist()) == 99  # the fine labels
+  shuffled = datasets.get_data_loaders('C100', str(tmp_path), batch_size=4, num_workers=0,
+                                       shuffle=True, seed=1)[0]
+  assert sorted(torch.cat([b for _, b in shuffled]).tolist()) == sorted(labels.tolist())
+
+
 def test_cifar_download_path_and_offline_error(tmp_path, monkeypatch):
   monkeypatch.setattr(datasets.CIFAR10, 'url', 'http://127.0.0.1:9/cifar-10-python.tar.gz')
   with pytest.raises(errors.UserError, match='data_batch_1.*download it'):
