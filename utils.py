@@ -7,15 +7,18 @@ The config flows as in the original: argparse -> vars() -> dict -> **config.
     parser = utils.prepare_parser()
     config = utils.prepare_config(vars(parser.parse_args()))
 
-Also here: the original's small training helpers (seed_rng, toggle_grad, ortho, ema, ...), and,
-re-exported under their original utils.* names, the pieces that now live in their own modules
-(datasets, sampling, checkpoints, logger).
+Also here: the original's small helpers (seed_rng, toggle_grad, ortho, ema, progress,
+count_parameters, print_grad_norms, query_gpu, Adam16, the long-edge crops, ...), and, re-exported
+under their original utils.* names, the pieces that now live in their own modules (datasets,
+sampling, checkpoints, logger).
 """
 import datetime
 import hashlib
 import importlib
 import os
 import random
+import sys
+import time
 
 import numpy as np
 import torch
@@ -539,6 +542,10 @@ def prepare_config(config):
     print('Notice: --%s now means --amp fp16 (autocast with fp32 weights and a GradScaler); the '
           'original\'s pure-fp16 training collapsed.' % ' --'.join(old_fp16))
     config['amp'] = 'fp16'
+  elif old_fp16 and config['amp'] != 'fp16':
+    # Said out loud: a launch script that sets both would otherwise not train as it reads.
+    print('Notice: --%s would mean --amp fp16, but --amp %s is given and decides: training in %s '
+          'autocast.' % (' --'.join(old_fp16), config['amp'], config['amp']))
   if config.get('resume'):
     config['skip_init'] = True  # the weights are loaded anyway
   return config
@@ -631,9 +638,119 @@ def write_metadata(logs_root, experiment_name, config, state_dict):
     writefile.write('state: %s\n' % str({k: v for k, v in state_dict.items() if k != 'config'}))
 
 
+# ---------------------------------------------------------------------------------------------
+# The original's small utilities, kept under their names for users' scripts
+# ---------------------------------------------------------------------------------------------
+
+
+def progress(items, desc='', total=None, min_delay=0.1, displaytype='s1k'):
+  """The original's progress display for loops outside training (sampling, moments): yields the
+  items and rewrites one line with the count, the elapsed time and either the time per 1000 items
+  (displaytype 's1k') or the time left ('eta')."""
+  from logger import format_seconds
+  total = total if total is not None else len(items)
+  start = last = time.time()
+  done = 0
+  for done, item in enumerate(items, 1):
+    now = time.time()
+    if now - last >= min_delay or done == 1:
+      last = now
+      elapsed = now - start
+      per_item = elapsed / (done - 1) if done > 1 else 0.0
+      shown = per_item * 1000 if displaytype == 's1k' else per_item * (total - done + 1)
+      sys.stdout.write('\r%s%d/%d (%6.2f%%) (TE/%s: %s / %s)' % (
+          desc, done, total, 100.0 * done / max(total, 1), 'ET1k' if displaytype == 's1k'
+          else 'ETA', format_seconds(elapsed), format_seconds(shown)))
+      sys.stdout.flush()
+    yield item
+  print('\r%s%d/%d (%6.2f%%) (TE: %s)' % (desc, done, total, 100.0 * done / max(total, 1),
+                                          format_seconds(time.time() - start)))
+
+
+def count_parameters(module):
+  """Print and return the number of parameters (the original only printed it)."""
+  count = sum(p.numel() for p in module.parameters())
+  print('Number of parameters: {}'.format(count))
+  return count
+
+
+def initiate_standing_stats(net):
+  """Reset every BN layer's statistics so that the following train-mode passes average theirs
+  (sampling.accumulate_standing_stats does the whole procedure)."""
+  import layers
+  layers.begin_standing_stats(net)
+
+
+def query_gpu(indices=None):
+  """Print the free memory of the visible GPUs (the original shelled out to nvidia-smi, which
+  fails without one); returns {index: (free_bytes, total_bytes)}, {} on a machine without CUDA."""
+  if not torch.cuda.is_available():
+    print('No CUDA GPU is visible; running on the CPU.')
+    return {}
+  if indices is None:
+    indices = range(torch.cuda.device_count())
+  elif isinstance(indices, int):
+    indices = [indices]
+  info = {}
+  for index in indices:
+    free, total = torch.cuda.mem_get_info(index)
+    info[index] = (free, total)
+    print('GPU %d (%s): %d MiB free of %d MiB' % (index, torch.cuda.get_device_name(index),
+                                                 free // 2 ** 20, total // 2 ** 20))
+  return info
+
+
+def print_grad_norms(net):
+  """Print '<grad norm>,<weight norm>, <name> <shape>' for each parameter with a gradient, in
+  increasing gradient norm, to spot vanishing or exploding layers; returns the lines."""
+  rows = [(float(p.grad.norm()), float(p.detach().norm()), name, tuple(p.shape))
+          for name, p in net.named_parameters() if p.grad is not None]
+  lines = ['%3.3e,%3.3e, %s %s' % row for row in sorted(rows, key=lambda row: row[0])]
+  print(lines)
+  return lines
+
+
+class Adam16(torch.optim.Adam):
+  """The original's Adam for pure-fp16 weights, which kept fp32 master copies of them. Weights
+  are fp32 now (--G_fp16 / --D_fp16 mean --amp fp16), so this is plain Adam with the original's
+  signature; fp16 parameters are refused, since Adam's small updates vanish in fp16."""
+
+  def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0):
+    super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    if any(p.dtype == torch.float16 for group in self.param_groups for p in group['params']):
+      raise UserError('Adam16 no longer trains fp16 weights: keep the model in fp32 and use '
+                      '--amp fp16 (autocast with a GradScaler) instead')
+
+
+class CenterCropLongEdge(object):
+  """Torchvision-style transform: the largest centred square of a PIL image."""
+
+  def __call__(self, img):
+    return crop_long_edge(img)
+
+  def __repr__(self):
+    return self.__class__.__name__
+
+
+class RandomCropLongEdge(object):
+  """Torchvision-style transform: a random square of side min(width, height). Drawn from `rng`
+  (a numpy Generator) or else the global numpy stream, so utils.seed_rng repeats it."""
+
+  def __init__(self, rng=None):
+    self.rng = rng
+
+  def __call__(self, img):
+    rng = self.rng if self.rng is not None else np.random.default_rng(np.random.randint(2 ** 31))
+    return crop_long_edge(img, rng)
+
+  def __repr__(self):
+    return self.__class__.__name__
+
+
 # The original exposed these from utils.py; they now live in their own modules.
-from datasets import (classes_per_sheet_dict, dset_dict, get_data_loaders,  # noqa: E402,F401
-                      imsize_dict, nclass_dict, root_dict)
+from datasets import (MultiEpochSampler, classes_per_sheet_dict, crop_long_edge,  # noqa: E402,F401,E501
+                      dset_dict, get_data_loaders, imsize_dict, nclass_dict, root_dict)
 from sampling import (Distribution, accumulate_standing_stats, interp, interp_sheet,  # noqa: E402,F401,E501
                       prepare_z_y, sample, sample_1hot, sample_sheet)
 from checkpoints import join_strings, load_weights, save_weights  # noqa: E402,F401
+from logger import MetricsLogger, MyLogger  # noqa: E402,F401

@@ -1,5 +1,6 @@
 """train.py end to end on the built-in dataset: the original's files, resuming (also bit-exactly,
 after SIGKILL and after preemption), an original-format checkpoint, divergence."""
+import copy
 import os
 import signal
 import subprocess
@@ -157,28 +158,85 @@ def test_preemption_saves_and_exits_cleanly(tmp_path, repo_root):
   assert_same_run(tmp_path / 'a', tmp_path / 'b', exp)
 
 
-def test_an_original_checkpoint_folder_resumes(tmp_path):
-  """A weights folder as the original writes it (pickled nn.ReLU config, numpy best_IS)."""
-  config = utils.prepare_config(vars(utils.prepare_parser().parse_args(argv(tmp_path))))
+def torch1_adam_state(optim):
+  """Adam's state_dict as the original's torch 1.x wrote it: int steps, no newer group keys."""
+  state = optim.state_dict()
+  return {'state': {i: {'step': int(s['step']), 'exp_avg': s['exp_avg'].clone(),
+                        'exp_avg_sq': s['exp_avg_sq'].clone()} for i, s in state['state'].items()},
+          'param_groups': [{k: group[k] for k in ('lr', 'betas', 'eps', 'weight_decay', 'amsgrad',
+                                                  'params')} for group in state['param_groups']]}
+
+
+def test_an_original_checkpoint_folder_resumes(tmp_path, monkeypatch):
+  """A weights folder as the original writes it (its config keys with pickled nn.ReLU modules,
+  numpy best_IS, tensor best_FID, torch 1.x Adam states after a step) resumes with every weight
+  and every Adam moment on the parameter it belongs to."""
+  parser = utils.prepare_parser()
+  config = utils.prepare_config(vars(parser.parse_args(argv(tmp_path))))
   exp = utils.name_from_config(config)
   torch.manual_seed(0)
   import BigGAN
   G, D = BigGAN.Generator(**config), BigGAN.Discriminator(**config)
   G_ema = BigGAN.Generator(**{**config, 'no_optim': True})
+  y = torch.randint(0, config['n_classes'], (2,))
+  with torch.no_grad():  # attention switched on, as in a trained model: every weight gets a grad
+    for name, p in list(G.named_parameters()) + list(D.named_parameters()):
+      if name.endswith('gamma'):
+        p.fill_(0.5)
+  for net, loss in [(G, lambda: G(torch.randn(2, G.dim_z), G.shared(y)).square().mean()),
+                    (D, lambda: D(torch.randn(2, 3, 32, 32), y).mean())]:
+    loss().backward()
+    net.optim.step()  # Adam state (exp_avg, exp_avg_sq) for every parameter
+  moments = {side: {name: net.optim.state[p]['exp_avg'].clone()
+                    for name, p in net.named_parameters()} for side, net in [('G', G), ('D', D)]}
+  assert all(m.abs().sum() > 0 for side in moments.values() for m in side.values())
   root = tmp_path / 'weights' / exp
   root.mkdir(parents=True)
-  original_config = {**config, 'G_activation': nn.ReLU(inplace=False),
-                     'D_activation': nn.ReLU(inplace=False)}
-  for name, obj in [('G', G.state_dict()), ('G_optim', G.optim.state_dict()),
-                    ('D', D.state_dict()), ('D_optim', D.optim.state_dict()),
-                    ('G_ema', G_ema.state_dict()),
-                    ('state_dict', {'itr': 5, 'epoch': 0, 'save_num': 1, 'save_best_num': 0,
-                                    'best_IS': np.float64(1.2), 'best_FID': torch.tensor(300.),
-                                    'config': original_config})]:
+  new = {a.dest for a in parser._actions if (a.help or '').startswith('(new)')}
+  original_config = {k: v for k, v in config.items()
+                     if k not in new | {'dataset_tag', 'class_names', 'classes_per_sheet'}}
+  original_config.update(resolution=32, G_activation=nn.ReLU(inplace=False),
+                         D_activation=nn.ReLU(inplace=False))
+  saved = {'G': G.state_dict(), 'G_optim': torch1_adam_state(G.optim), 'D': D.state_dict(),
+           'D_optim': torch1_adam_state(D.optim), 'G_ema': G_ema.state_dict(),
+           'state_dict': {'itr': 5, 'epoch': 0, 'save_num': 1, 'save_best_num': 0,
+                          'best_IS': np.float64(1.2), 'best_FID': torch.tensor(300.),
+                          'config': original_config}}
+  for name, obj in saved.items():
     torch.save(obj, root / ('%s.pth' % name))
+
+  import train_fns
+  make, loaded = train_fns.GAN_training_function, {}
+
+  def capture(G, D, GD, z_, y_, ema, state_dict, config):
+    """The models as training starts, after the resume loaded them."""
+    loaded.update(itr=state_dict['itr'], G=copy.deepcopy(G.state_dict()),
+                  D=copy.deepcopy(D.state_dict()), G_ema=copy.deepcopy(ema.target.state_dict()),
+                  **{side + '_optim': copy.deepcopy(net.optim.state_dict()) for side, net in
+                     [('G', G), ('D', D)]},
+                  moments={side: {name: net.optim.state[p]['exp_avg'].clone()
+                                  for name, p in net.named_parameters()}
+                           for side, net in [('G', G), ('D', D)]})
+    return make(G, D, GD, z_, y_, ema, state_dict, config)
+  monkeypatch.setattr(train_fns, 'GAN_training_function', capture)
   train.main(argv(tmp_path, '--num_iters 7 --save_every 100 --resume'))
+
+  assert loaded['itr'] == 5
+  for name in ['G', 'D', 'G_ema']:
+    assert loaded[name].keys() == saved[name].keys(), name
+    for key, value in saved[name].items():
+      assert torch.equal(loaded[name][key], value), (name, key)
+  for name in ['G_optim', 'D_optim']:
+    assert loaded[name]['state'].keys() == saved[name]['state'].keys(), name
+    for index, s in saved[name]['state'].items():  # per state index ...
+      assert torch.equal(loaded[name]['state'][index]['exp_avg'], s['exp_avg']), (name, index)
+      assert int(loaded[name]['state'][index]['step']) == 1
+  for side in 'GD':  # ... which is the parameter the original's index meant
+    for name, m in moments[side].items():
+      assert torch.equal(loaded['moments'][side][name], m), (side, name)
   state = checkpoints.safe_load(root / 'state_dict.pth')
   assert state['itr'] == 7 and state['save_num'] == 1
+  assert state['best_IS'] == 1.2 and state['best_FID'] == 300.
   lines = read(tmp_path / 'logs' / exp / 'G_loss.log').splitlines()
   assert [int(line.split(':')[0]) for line in lines] == [6, 7]
 
@@ -207,7 +265,9 @@ def test_divergence_stops_without_touching_the_last_good_checkpoint(tmp_path, mo
 
 
 @pytest.mark.parametrize('extra,message', [
-    ('--use_ema --ema_start 0 --no_toggle_grads --G_ch 0', '--G_ch must be at least 1'),
+    ('--G_ch 0', '--G_ch must be at least 1'),
+    # "-X" drops flag X from the base flags: --use_ema (a base flag) without --ema.
+    ('-ema', '--use_ema samples with G_ema, which only exists with --ema'),
     ('--model NoSuchModel', 'unknown --model NoSuchModel'),
     ('--resume', '--resume: no complete checkpoint'),
     ('--resolution 48', 'no G architecture for resolution 48'),
@@ -218,8 +278,12 @@ def test_divergence_stops_without_touching_the_last_good_checkpoint(tmp_path, mo
 ])
 def test_bad_flags_fail_before_work_with_one_line(tmp_path, capsys, extra, message):
   (tmp_path / 'a_file').write_text('x')
+  args = argv(tmp_path, extra.format(file=tmp_path / 'a_file'))
+  for dropped in [a for a in args if a.startswith('-') and not a.startswith('--')]:
+    args = [a for a in args if a not in (dropped, '-' + dropped)]
+  assert '--use_ema' in args  # every case has the base flags' --use_ema, not always --ema
   with pytest.raises(SystemExit) as e:
-    errors.run_main(train.main, argv(tmp_path, extra.format(file=tmp_path / 'a_file')))
+    errors.run_main(train.main, args)
   assert e.value.code == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith('error: ') and message in err[0], err
