@@ -99,11 +99,29 @@ def wrap(GD, ctx):
   return GD
 
 
-def sync_buffers(module, ctx):
-  """Copy rank 0's buffers (e.g. BN running statistics) to every rank."""
-  if ctx.distributed:
-    for buffer in module.buffers():
-      dist.broadcast(buffer, 0)
+def running(ctx=None):
+  """Is this one of several processes? (ctx None: ask torch.distributed, for code without one.)"""
+  if ctx is not None:
+    return ctx.distributed
+  return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def sync_buffers(module, ctx=None):
+  """Copy rank 0's buffers (BN statistics, SN vectors) to every rank, so that all ranks evaluate
+  and sample the same network; one broadcast per dtype rather than one per buffer."""
+  if module is None or not running(ctx):
+    return
+  groups = {}
+  for buffer in module.buffers():
+    groups.setdefault((buffer.dtype, buffer.device), []).append(buffer)
+  with torch.no_grad():
+    for buffers in groups.values():
+      flat = torch.cat([b.reshape(-1) for b in buffers])
+      dist.broadcast(flat, 0)
+      offset = 0
+      for b in buffers:
+        b.copy_(flat[offset:offset + b.numel()].view(b.shape))
+        offset += b.numel()
 
 
 def any_rank(flag, ctx):

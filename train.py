@@ -72,16 +72,32 @@ def sv_values(G, D):
           for key, value in net.state_dict().items() if key.split('.')[-1].startswith('sv')}
 
 
-def check_finite(rows, nets, itr, state_dict, config, experiment_name):
-  """Stop on NaN/Inf losses or weights, before anything is saved over a good checkpoint."""
+class Discard(object):
+  """The train log of a rank that writes nothing: its TrainLog still hands back the rows (at the
+  same iterations as rank 0's) for check_finite."""
+
+  def log_rows(self, rows):
+    pass
+
+
+def check_finite(rows, nets, itr, state_dict, config, experiment_name, ctx=None):
+  """Stop on NaN/Inf losses or weights, before anything is saved over a good checkpoint. Every
+  rank calls it at the same iterations and all stop together (a rank that stopped alone would
+  leave the others waiting in DDP's all-reduce)."""
   bad = [(i, values) for i, values in rows
          if any(not math.isfinite(v) for k, v in values.items() if '_sv' not in k)]
-  weights_ok = all(bool(torch.isfinite(p).all()) for net in nets for p in net.parameters())
-  if not bad and weights_ok:
+  params = [p for net in nets for p in net.parameters()]
+  weights_ok = not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+  where = None
+  if bad or not weights_ok:
+    where = ('iteration %d (%s)' % (bad[0][0], ', '.join('%s=%s' % kv for kv in bad[0][1].items()
+                                                           if '_sv' not in kv[0]))
+             if bad else 'the weights at iteration %d' % itr)
+  if ctx is not None and ctx.distributed:
+    found = [(rank, w) for rank, w in enumerate(distributed.gather_objects(where, ctx)) if w]
+    where = '%s on rank %d' % (found[0][1], found[0][0]) if found else None
+  if where is None:
     return
-  where = ('iteration %d (%s)' % (bad[0][0], ', '.join('%s=%s' % kv for kv in bad[0][1].items()
-                                                         if '_sv' not in kv[0]))
-           if bad else 'the weights at iteration %d' % itr)
   raise UserError('training diverged: non-finite values at %s; nothing was saved after it, the '
                   'last checkpoint in %s/%s is intact. Lower the learning rates or change --amp, '
                   'then --resume' % (where, config['weights_root'], experiment_name))
@@ -218,14 +234,18 @@ def run(config):
       G.eval()
       if G_ema is not None:
         G_ema.eval()
-    # Without cross-replica BN the ranks' BN statistics differ: evaluate rank 0's.
+    # Without cross-replica BN the ranks' BN statistics differ, and G_ema averages them: evaluate
+    # (and save) rank 0's on every rank.
     distributed.sync_buffers(G, ctx)
+    distributed.sync_buffers(G_ema, ctx)
 
   rng_devices = [torch.device(device).index or 0] if device.startswith('cuda') else []
   preemption = Preemption()
-  progress = logger.TrainLog(train_log, interval=config['sv_log_interval'] or 10, total=total,
+  # On every rank, so that all check for divergence at the same iterations; rank 0 alone writes.
+  progress = logger.TrainLog(train_log if ctx.is_main else Discard(),
+                             interval=config['sv_log_interval'] or 10, total=total,
                              start_itr=state_dict['itr'], pbar=config['pbar'],
-                             tensorboard=tensorboard, quiet=not ctx.is_main) if ctx.is_main else None
+                             tensorboard=tensorboard, quiet=not ctx.is_main)
   print('Beginning training at iteration %d (epoch %d) of %d...'
         % (state_dict['itr'], state_dict['epoch'], total))
   try:
@@ -245,12 +265,11 @@ def run(config):
       saving = not itr % config['save_every']
       testing = get_inception_metrics is not None and not itr % config['test_every']
       stopping = distributed.any_rank(preemption.requested, ctx) or itr >= total
-      if progress is not None:
-        rows = progress.add(itr, metrics) or []
-        if saving or testing or stopping:  # logs are complete up to any checkpoint
-          rows += progress.flush()
-        if rows or saving or stopping:
-          check_finite(rows, (G, D), itr, state_dict, config, experiment_name)
+      rows = progress.add(itr, metrics) or []
+      if saving or testing or stopping:  # logs are complete up to any checkpoint
+        rows += progress.flush()
+      if rows or saving or stopping:
+        check_finite(rows, (G, D), itr, state_dict, config, experiment_name, ctx)
       if saving or testing or stopping:
         save_state()
         eval_mode()
@@ -278,8 +297,7 @@ def run(config):
         break
   finally:
     preemption.close()
-  if progress is not None:
-    progress.close()
+  progress.close()
   if tensorboard is not None:
     tensorboard.close()
   if preemption.requested:

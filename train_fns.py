@@ -15,6 +15,7 @@ import importlib
 import torch
 
 import checkpoints
+import distributed
 import layers
 import losses
 import sampling
@@ -105,13 +106,15 @@ def GAN_training_function(G, D, GD, z_, y_, ema, state_dict, config):
   def train(x, y):
     G.optim.zero_grad(set_to_none=True)
     D.optim.zero_grad(set_to_none=True)
+    # A short batch would leave a micro-batch short, yet weighted as a full one.
+    needed = bs * config['num_D_steps'] * config['num_D_accumulations']
+    if len(x) < needed:
+      raise UserError('the loader batch has %d samples, but --batch_size %d x --num_D_steps %d x '
+                      '--num_D_accumulations %d needs %d per iteration; give the loader batches '
+                      'of %d' % (len(x), bs, config['num_D_steps'],
+                                 config['num_D_accumulations'], needed, needed))
     x = torch.split(x, bs)
     y = torch.split(y, bs)
-    if len(x) < config['num_D_steps'] * config['num_D_accumulations']:
-      raise ValueError('the loader batch has %d samples; one iteration needs batch_size * '
-                       'num_D_steps * num_D_accumulations = %d'
-                       % (sum(len(t) for t in x), bs * config['num_D_steps']
-                          * config['num_D_accumulations']))
     counter = 0
 
     if config['toggle_grads']:
@@ -174,6 +177,14 @@ def which_G(G, G_ema, config):
   return G_ema if config['ema'] and config['use_ema'] else G
 
 
+def standing_stats(net, z_, y_, config):
+  """Standing statistics on every process (in step, for cross-replica BN), then rank 0's for all:
+  each rank drew its own z, and every rank must sample and save the same G."""
+  sampling.accumulate_standing_stats(net, z_, y_, config['n_classes'],
+                                     config['num_standing_accumulations'])
+  distributed.sync_buffers(net)
+
+
 def save_and_sample(G, D, G_ema, z_, y_, fixed_z, fixed_y, state_dict, config, experiment_name,
                     is_main=True, generator=None):
   """Save the plain and the rotating copy{n} checkpoint, then write fixed samples, class sheets and
@@ -189,9 +200,8 @@ def save_and_sample(G, D, G_ema, z_, y_, fixed_z, fixed_y, state_dict, config, e
     state_dict['save_num'] = (state_dict['save_num'] + 1) % config['num_save_copies']
 
   net = which_G(G, G_ema, config)
-  if config['accumulate_stats']:  # every process: cross-replica BN statistics stay in step
-    sampling.accumulate_standing_stats(net, z_, y_, config['n_classes'],
-                                       config['num_standing_accumulations'])
+  if config['accumulate_stats']:
+    standing_stats(net, z_, y_, config)
   if not is_main:
     return
   with layers.local_batch_statistics():
@@ -218,11 +228,16 @@ def test(G, D, G_ema, z_, y_, state_dict, config, sample, get_inception_metrics,
   """IS/FID of the sampling G; a better value (which_best) saves a best{n} copy. Logged to the
   jsonl with the Inception network used."""
   print('Gathering inception metrics...')
+  net = which_G(G, G_ema, config)
   if config['accumulate_stats']:
-    sampling.accumulate_standing_stats(which_G(G, G_ema, config), z_, y_, config['n_classes'],
-                                       config['num_standing_accumulations'])
-  IS_mean, IS_std, FID = get_inception_metrics(sample, config['num_inception_images'],
-                                               num_splits=10)
+    standing_stats(net, z_, y_, config)
+  # Under torchrun every rank samples its share of the images, and the shares can need different
+  # numbers of batches: a train-mode cross-replica BN (no --G_eval_mode) must not all-reduce.
+  with layers.local_batch_statistics():
+    IS_mean, IS_std, FID = get_inception_metrics(sample, config['num_inception_images'],
+                                                 num_splits=10)
+  if net.training:  # sampling moved the ranks' BN statistics and SN vectors apart
+    distributed.sync_buffers(net)
   FID = float('nan') if FID is None or config['no_fid'] else float(FID)
   print('Itr %d: Inception Score is %3.3f +/- %3.3f, FID is %5.4f (%s network)'
         % (state_dict['itr'], IS_mean, IS_std, FID, config.get('inception_net', 'torchvision')))
