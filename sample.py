@@ -6,7 +6,7 @@ with explicit semantics.
     python sample.py --experiment_name EXP --config_from_name --sample_interps --interp_method slerp
     python sample.py --experiment_name EXP --config_from_name --sample_trunc_curves 0.1_0.1_1.0 \\
         --truncation_mode resample --accumulate_stats     # IS/FID against truncation
-    python sample.py --experiment_name biggan-deep-256 --config_from_name --G_eval_mode \\
+    python sample.py --experiment_name biggan-deep-256 --config_from_name \\
         --truncation 0.4 --truncation_mode tfhub --sample_sheets    # a TFHub/converter.py folder
     bash scripts/sample_BigGAN_bs256x8.sh
 
@@ -20,6 +20,7 @@ samples_root/<exp>/:
   random_samples.jpg         --sample_random: G_batch_size images
   truncation_curve_<mode>    --sample_trunc_curves start_step_end: .csv with the header
                              truncation,IS_mean,IS_std,FID (FID empty with --no_fid), and .png
+                             (skipped, with a notice up front, without matplotlib)
 where <folder> is --sample_sheet_folder_num, or the checkpoint's iteration for -1. IS/FID
 (--sample_inception_metrics, --sample_trunc_curves) are printed with what they were measured on;
 only they need the Inception weights and (unless --no_fid) the dataset's moments file.
@@ -33,7 +34,8 @@ truncation (TF-Hub biggan-deep) is switched to those of t.
 --config_from_name rebuilds G from the config in state_dict.pth. As in the original, z_var,
 base_root, batch_size, G_batch_size, use_ema and G_eval_mode stay the command line's; so do now
 the roots, experiment_name, load_weights and device (where this run looks and writes), sample.py's
-own flags, and every flag given explicitly on the command line.
+own flags, and every flag given explicitly on the command line. A TF-Hub conversion samples with
+G in eval mode even without --G_eval_mode (its BN statistics are the converted ones).
 """
 import argparse
 import csv
@@ -88,8 +90,9 @@ def config_from_checkpoint(config, given=()):
     raise UserError('--config_from_name reads the config of an existing run: name it with '
                     '--experiment_name (its folder under --weights_root)')
   state = {'config': None}
-  checkpoints.load_weights(None, None, state, config['weights_root'], config['experiment_name'],
-                           config['load_weights'] or None, None, strict=False, load_optim=False)
+  saved = checkpoints.load_weights(None, None, state, config['weights_root'],
+                                   config['experiment_name'], config['load_weights'] or None, None,
+                                   strict=False, load_optim=False)
   if not isinstance(state['config'], dict):
     raise UserError('%s/%s has no config in its state_dict.pth; pass the flags of the run '
                     'instead of --config_from_name' % (config['weights_root'],
@@ -98,7 +101,21 @@ def config_from_checkpoint(config, given=()):
   for key, value in state['config'].items():
     if key not in own:
       config[key] = value
+  # A TF-Hub conversion's BN statistics are eval-mode statistics (per truncation for deep):
+  # G in training mode would replace them by batch statistics, so eval mode is its default.
+  if is_tfhub_conversion(saved, state['config']) and 'G_eval_mode' not in given:
+    if not config['G_eval_mode']:
+      print('Notice: %s/%s is a TF-Hub conversion; sampling with G in eval mode, on its '
+            'converted BN statistics (as with --G_eval_mode).' % (config['weights_root'],
+                                                                  config['experiment_name']))
+    config['G_eval_mode'] = True
   return config
+
+
+def is_tfhub_conversion(saved, stored_config):
+  """Whether TFHub/converter.py wrote this state_dict.pth (it records tfhub_module; a G_tfhub
+  config is one too)."""
+  return bool(saved.get('tfhub_module') or stored_config.get('G_tfhub'))
 
 
 def load_G(G, config, experiment_name):
@@ -206,10 +223,9 @@ def describe(config, z_, batch_size, weights, itr, network):
   return ', '.join(parts) + ', %s Inception network, itr %d' % (network, itr)
 
 
-def trunc_curve(G, z_, y_, config, metrics, values, path):
+def trunc_curve(G, z_, y_, config, metrics, values, path, plot=True):
   """IS/FID at each truncation -> CSV (truncation,IS_mean,IS_std,FID; FID empty without it),
-  written row by row, then its plot next to it. Returns the rows."""
-  from logs import plot_truncation  # matplotlib only when plotting
+  written row by row, then (with plot) its plot next to it. Returns the rows."""
   mode = config['truncation_mode']
   print('Getting truncation values (%s) for %s...' % (mode, ', '.join('%g' % t for t in values)))
   os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -226,8 +242,24 @@ def trunc_curve(G, z_, y_, config, metrics, values, path):
       rows.append((t, IS_mean, IS_std, FID))
       writer.writerow([t, IS_mean, IS_std, '' if FID is None else FID])
       f.flush()
-  print('Wrote %s and %s' % (path, plot_truncation.plot_truncation_curve(path)))
+  if plot:
+    from logs import plot_truncation
+    print('Wrote %s and %s' % (path, plot_truncation.plot_truncation_curve(path)))
+  else:
+    print('Wrote %s (no plot: matplotlib is not installed)' % path)
   return rows
+
+
+def can_plot_curve(csv_path):
+  """Check for matplotlib before a sweep (which can take hours), not after it: without it the
+  CSV is still written, and a notice says how to plot it later."""
+  from logs import logtools
+  if logtools.have_matplotlib():
+    return True
+  print('Notice: matplotlib is not installed, so %s will have no plot (.png); the CSV is still '
+        'written. Plot it later with: pip install matplotlib; python logs/plot_truncation.py %s'
+        % (os.path.basename(csv_path), csv_path))
+  return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,6 +296,9 @@ def run(config, given=()):
   print('Number of params in G: %d' % sum(p.numel() for p in G.parameters()))
   state_dict, weights = load_G(G, config, experiment_name)
   check_truncations(G, values + ([] if config['truncation'] is None else [config['truncation']]))
+  out = '%s/%s' % (config['samples_root'], experiment_name)
+  curve_path = '%s/truncation_curve_%s.csv' % (out, config['truncation_mode'])
+  plot_curve = can_plot_curve(curve_path) if values else False
   # Only IS/FID need the Inception network and the moments (the original always loaded them).
   get_inception_metrics = None
   if config['sample_inception_metrics'] or values:
@@ -289,7 +324,6 @@ def run(config, given=()):
     sampling.accumulate_standing_stats(G, z_, y_, config['n_classes'],
                                        config['num_standing_accumulations'])
 
-  out = '%s/%s' % (config['samples_root'], experiment_name)
   folder = (state_dict['itr'] if config['sample_sheet_folder_num'] == -1
             else config['sample_sheet_folder_num'])
   results = {'experiment_name': experiment_name}
@@ -333,9 +367,9 @@ def run(config, given=()):
     print('Calculating Inception metrics...')
     results['metrics'] = metrics()
   if values:
-    results['trunc_curve'] = '%s/truncation_curve_%s.csv' % (out, config['truncation_mode'])
-    results['trunc_rows'] = trunc_curve(G, z_, y_, config, metrics, values,
-                                        results['trunc_curve'])
+    results['trunc_curve'] = curve_path
+    results['trunc_rows'] = trunc_curve(G, z_, y_, config, metrics, values, curve_path,
+                                        plot=plot_curve)
   return results
 
 

@@ -4,12 +4,15 @@
     python TFHub/converter.py -r 512 --deep           # biggan-deep-512 -> weights/biggan-deep-512
     python TFHub/converter.py                         # biggan-128, -256 and -512
     python TFHub/converter.py --hdf5 dump.h5          # stage 2 only, from an existing dump
-    python sample.py --experiment_name biggan-256 --config_from_name --G_eval_mode ...
+    python sample.py --experiment_name biggan-256 --config_from_name ...
 
 Two stages, as in the original TFHub/converter.py:
-  1. (online, once; needs tensorflow and tensorflow_hub) the module's variables, and for
-     biggan-deep the BN statistics per truncation kept as constants in its graph, are dumped to
-     --weights_dir/biggan[-deep]-{res}.h5. Skipped when that file exists (unless --redownload).
+  1. (once; needs tensorflow, plus tensorflow_hub and internet to download the module) the
+     module's variables, and the BN statistics per truncation that biggan-deep keeps as constants
+     in its graph, are read from the module folder (variables/ and saved_model.pb; no hub.Module,
+     which tensorflow_hub 0.16 removed) and dumped to --weights_dir/biggan[-deep]-{res}.h5.
+     Skipped when that file exists (unless --redownload). Needs no torch: --dump_only runs it
+     where TensorFlow is.
   2. (offline; h5py and torch) the dump is mapped onto BigGAN.Generator (biggan-*) or
      BigGANdeep.Generator --G_tfhub (biggan-deep-*), with sizes read from the dump, and written as
      --weights_root/<experiment>/{G.pth, state_dict.pth}: the EMA weights (unless --no_ema) as G,
@@ -22,18 +25,24 @@ import sys
 
 import h5py
 import numpy as np
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-import checkpoints  # noqa: E402
-import distributed  # noqa: E402
 import errors  # noqa: E402
-import layers  # noqa: E402
-import utils  # noqa: E402
 from errors import UserError  # noqa: E402
+
+# Stage 1 runs where TensorFlow is, which need not have torch: stage 2's imports may fail there.
+try:
+  import torch  # noqa: E402
+  import checkpoints  # noqa: E402
+  import distributed  # noqa: E402
+  import layers  # noqa: E402
+  import utils  # noqa: E402
+  STAGE2_MISSING = None
+except ImportError as e:
+  STAGE2_MISSING = e
 
 RESOLUTIONS = (128, 256, 512)
 MODULE_URLS = {'biggan': 'https://tfhub.dev/deepmind/biggan-{}/2',
@@ -46,12 +55,22 @@ ATTENTION = {'biggan': {128: '64', 256: '128', 512: '64'},
 EMA_NAMES = ('w', 'b', 'gamma', 'beta', 'scale', 'offset')
 # biggan-deep: graph tensors holding each BN's means and variances per truncation, in BN order
 # (4 per GBlock, then the output BN), a mean/variance pair at i*10+1, +3 and another at +6, +8.
+# In the module's graph they are stack_{i}; applied as hub.Module, module_apply_default/stack_{i}
+# (the name the dumps keep).
 STACK = 'module_apply_default/stack_%d'
 STACK_INDICES = [i * 10 + k for i in range(60) for k in (1, 3, 6, 8)]
+STACK_ROWS = 51  # truncations 0, 0.02, ..., 1 (BigGANdeep.TFHUB_TRUNCATIONS)
 
 
 def module_name(kind, resolution):
   return '%s-%d' % (kind, resolution)
+
+
+def need_stage2():
+  if STAGE2_MISSING is not None:
+    raise UserError('converting a dump (stage 2) needs torch and this project\'s requirements '
+                    '(%s); run it in the project\'s environment, or dump only with --dump_only'
+                    % STAGE2_MISSING)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,41 +78,114 @@ def module_name(kind, resolution):
 # ---------------------------------------------------------------------------------------------
 
 
-def dump_tfhub_to_hdf5(module_path, hdf5_path):
-  """Write every variable of the module under its TF name ('module/...:0'), and for biggan-deep
-  the BN statistics stacks ('module_apply_default/stack_{i}:0', each (51, C)), to hdf5_path."""
+def import_tensorflow():
   try:
-    import tensorflow.compat.v1 as tf
+    import tensorflow as tf
+  except ImportError:
+    raise UserError('dumping a TF-Hub module (stage 1) needs tensorflow (and tensorflow_hub to '
+                    'download it): pip install tensorflow tensorflow_hub; or run it where they '
+                    'are, then copy the .h5 dump here and convert it with --hdf5')
+  return tf
+
+
+def module_folder(module_path):
+  """The local folder of a TF-Hub handle: a folder as it is, else downloaded (and cached) by
+  tensorflow_hub."""
+  if os.path.isdir(module_path):
+    return module_path
+  try:
     import tensorflow_hub as hub
   except ImportError:
-    raise UserError('dumping a TF-Hub module needs tensorflow and tensorflow_hub (pip install '
-                    'tensorflow tensorflow_hub) and internet; run it once where they are, then '
-                    'copy %s here and convert with --hdf5' % hdf5_path)
-  tf.disable_eager_execution()  # hub.Module is TF1's module format
-  print('Loading TF-Hub module %s...' % module_path)
-  graph = tf.Graph()
-  with graph.as_default():
-    module = hub.Module(module_path)
-    inputs = {k: tf.placeholder(v.dtype, v.get_shape().as_list(), k)
-              for k, v in module.get_input_info_dict().items()}
-    module(inputs)  # builds module_apply_default, where biggan-deep's statistics live
-    with tf.Session() as sess:
-      sess.run(tf.global_variables_initializer())
-      variables = tf.global_variables()
-      os.makedirs(os.path.dirname(os.path.abspath(hdf5_path)), exist_ok=True)
-      with h5py.File(hdf5_path + '.new', 'w') as h5:
-        h5.attrs['module'] = module_path
-        for var in variables:
-          h5.create_dataset(var.name, data=sess.run(var))
-        if any('/GenZ/' in var.name for var in variables):
-          for index in STACK_INDICES:
-            try:
-              tensor = graph.get_tensor_by_name(STACK % index + ':0')
-            except KeyError:
-              break
-            h5.create_dataset(tensor.name, data=sess.run(tensor))
+    raise UserError('downloading %s needs tensorflow_hub (pip install tensorflow_hub) and '
+                    'internet; or give --module_path a downloaded, unpacked module folder'
+                    % module_path)
+  print('Resolving TF-Hub module %s...' % module_path)
+  try:
+    return hub.resolve(module_path)
+  except Exception as e:  # network, HTTP or archive errors of every kind
+    raise UserError('cannot download TF-Hub module %s (%s); check the handle and the network, '
+                    'or give --module_path a downloaded module folder'
+                    % (module_path, errors.reason(e)))
+
+
+def read_module(tf, folder):
+  """({TF variable name: array}, {stack index: array}) of a TF1-format hub module folder
+  (saved_model.pb + variables/), read directly: tensorflow_hub 0.16 removed hub.Module, and
+  these need no graph instantiation. Stacks that depend on inputs, or are not (51, C) float
+  tables, are not statistics and are left out."""
+  graph_file = os.path.join(folder, 'saved_model.pb')
+  if not os.path.isfile(graph_file) or not os.path.isdir(os.path.join(folder, 'variables')):
+    raise UserError('%s is not a TF1 TF-Hub module (no saved_model.pb and variables/); give '
+                    'BigGAN\'s TF-Hub handle or its unpacked folder' % folder)
+  reader = tf.train.load_checkpoint(os.path.join(folder, 'variables', 'variables'))
+  variables = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+               if not name.startswith('_')}  # not TF2's object-graph bookkeeping
+  from tensorflow.core.protobuf import saved_model_pb2
+  saved = saved_model_pb2.SavedModel()
+  with open(graph_file, 'rb') as f:
+    saved.ParseFromString(f.read())
+  # The inference graph has no tags ('train' is the other one).
+  meta = next((m for m in saved.meta_graphs if not m.meta_info_def.tags), saved.meta_graphs[0])
+  nodes = {node.name: node for node in meta.graph_def.node}
+  wanted = {}
+  for index in STACK_INDICES:  # probed for every module, deep or not
+    name = 'stack_%d' % index
+    if name not in nodes:
+      break
+    needed = subgraph(nodes, name)
+    if not any(nodes[n].op.startswith(('Placeholder', 'Variable', 'VarHandle')) for n in needed):
+      wanted[index] = needed
+  stacks = {}
+  if wanted:
+    from tensorflow.core.framework import graph_pb2
+    graph_def = graph_pb2.GraphDef(versions=meta.graph_def.versions,
+                                   library=meta.graph_def.library)
+    graph_def.node.extend(nodes[n] for n in sorted(set().union(*wanted.values())))
+    graph = tf.Graph()
+    with graph.as_default():
+      tf.compat.v1.import_graph_def(graph_def, name='')
+    with tf.compat.v1.Session(graph=graph) as sess:
+      values = sess.run(['stack_%d:0' % i for i in wanted])
+    for index, value in zip(wanted, values):
+      value = np.asarray(value)
+      if value.ndim == 2 and value.shape[0] == STACK_ROWS and value.dtype.kind == 'f':
+        stacks[index] = value
+  return variables, stacks
+
+
+def subgraph(nodes, name):
+  """The names of the nodes that `name` is computed from (itself included)."""
+  needed, todo = set(), [name]
+  while todo:
+    node = todo.pop()
+    if node in needed or node not in nodes:
+      continue
+    needed.add(node)
+    todo.extend(i.lstrip('^').split(':')[0] for i in nodes[node].input)
+  return needed
+
+
+def dump_tfhub_to_hdf5(module_path, hdf5_path):
+  """Write every variable of the module under its TF name as hub.Module named it
+  ('module/...:0', as the original converter's dumps), and the BN statistics stacks
+  ('module_apply_default/stack_{i}:0', each (51, C); biggan-deep has them), to hdf5_path."""
+  tf = import_tensorflow()
+  folder = module_folder(module_path)
+  print('Reading TF-Hub module %s...' % folder)
+  variables, stacks = read_module(tf, folder)
+  if not variables:
+    raise UserError('%s has no variables; it is not a BigGAN generator module' % folder)
+  os.makedirs(os.path.dirname(os.path.abspath(hdf5_path)), exist_ok=True)
+  with h5py.File(hdf5_path + '.new', 'w') as h5:
+    h5.attrs['module'] = module_path
+    for name, value in sorted(variables.items()):
+      if np.asarray(value).dtype.kind in 'biuf':  # (no string bookkeeping; HDF5 stores none)
+        h5.create_dataset('module/%s:0' % name, data=value)
+    for index, value in sorted(stacks.items()):
+      h5.create_dataset(STACK % index + ':0', data=value)
   os.replace(hdf5_path + '.new', hdf5_path)
-  print('Wrote %s' % hdf5_path)
+  print('Wrote %s (%d variables, %d BN statistics stacks)' % (hdf5_path, len(variables),
+                                                             len(stacks)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +361,11 @@ def biggan_tensors(dump, G):
   out['output_layer.0.stored_mean'] = dump['Generator/ScaledCrossReplicaBNbn/accumulated_mean']
   out['output_layer.0.stored_var'] = dump['Generator/ScaledCrossReplicaBNbn/accumulated_var']
   sn_conv(out, 'output_layer.2', dump, 'Generator/conv_2d')
+  if dump.stacks():  # TF-Hub's biggan modules are not known to have any
+    print('Warning: %s holds %d BN statistics stacks (module_apply_default/stack_*), but '
+          'biggan-* modules have one set of BN statistics and BigGAN.Generator no per-truncation '
+          'tables; the stacks are ignored and the accumulated statistics used'
+          % (dump.path, len(dump.stacks())))
   return out
 
 
@@ -311,12 +408,21 @@ def truncation_stats(dump, bns):
       for stat in ['mean', 'var']:
         row = dump['%s/accumulated_%s' % (scope, stat)].reshape(1, -1)
         out['%s.truncation_%s' % (key, stat)] = np.repeat(row, BigGANdeep.TFHUB_TRUNCATIONS, 0)
-  elif len(stacks) != 2 * len(bns):
-    raise UserError('%s has %d BN statistics stacks; the generator has %d BNs, which need %d'
-                    % (dump.path, len(stacks), len(bns), 2 * len(bns)))
   else:
+    # The stacks of the BNs are the first of the index pattern; a module may hold more tables
+    # after them (not known in TF-Hub's), which are left alone.
+    expected = [STACK % i for i in STACK_INDICES[:2 * len(bns)]]
+    missing = [name for name in expected if name not in stacks]
+    if missing:
+      raise UserError('%s has %d BN statistics stacks, not the %d its %d BNs need (no %s); dump '
+                      'the module again with --redownload' % (dump.path, len(stacks),
+                                                             len(expected), len(bns), missing[0]))
+    extra = [name for name in stacks if name not in expected]
+    if extra:
+      print('Notice: %s: %d statistics stacks after those of the BNs are not used (%s...)'
+            % (dump.path, len(extra), extra[0]))
     for index, (key, _) in enumerate(bns):
-      for stat, name in zip(['mean', 'var'], stacks[2 * index:2 * index + 2]):
+      for stat, name in zip(['mean', 'var'], expected[2 * index:2 * index + 2]):
         out['%s.truncation_%s' % (key, stat)] = dump[name]
   for key, _ in bns:  # replaced by G.set_truncation
     out[key + '.stored_mean'] = out[key + '.truncation_mean'][-1]
@@ -352,6 +458,7 @@ def load_tensors(G, tensors, source):
 
 def convert(hdf5_path, ema=True, truncation=1.0, experiment_name='', verbose=False):
   """Stage 2: (G in eval mode, its config) from a dump."""
+  need_stage2()
   if not 0.0 <= truncation <= 1.0:
     raise UserError('--truncation %s is outside [0, 1], where TF-Hub stored BN statistics; '
                     'choose one in [0, 1]' % truncation)
@@ -473,6 +580,7 @@ def main(argv=None):
   if args.batch_size < 1:
     raise UserError('--batch_size must be at least 1 (got %d)' % args.batch_size)
   if not args.dump_only:  # fail now, not after converting
+    need_stage2()
     utils.check_writable_folder(args.weights_root, '--weights_root %s' % args.weights_root,
                                 '--weights_root')
     if args.generate_samples:

@@ -67,6 +67,16 @@ def output_path(out, default):
   return path
 
 
+def have_matplotlib():
+  """Whether plots can be drawn, so that a long job can say so before it starts."""
+  try:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
 def new_figure(panels, title=''):
   """A figure with `panels` stacked axes in the shared style; returns (figure, [axes])."""
   try:

@@ -51,7 +51,8 @@ def image(path, min_kb=15):
   assert os.path.getsize(path) > min_kb * 1024
   with Image.open(path) as img:
     pixels = np.asarray(img.convert('RGB'))
-  assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50
+  rgb = pixels.astype(np.int32)
+  assert len(np.unique((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2])) > 50
   return pixels
 
 
@@ -259,6 +260,69 @@ def test_plot_inception_main_compares_runs(tmp_path, capsys):
   image(out)
   plot_inception.main([run, '--out', str(tmp_path)])
   image(str(tmp_path / 'BigGAN_I128_hdf5_seed0_test_inception.png'))
+
+
+# --- the logs of a real training run ----------------------------------------------------------
+
+
+def test_plots_from_the_logs_a_training_run_wrote(tmp_path, monkeypatch, capsys):
+  """train.py on the built-in dataset (IS/FID scripted, no Inception network): the plotters read
+  back what the run logged, and the last logged singular values are those of its checkpoint."""
+  import checkpoints
+  import logger
+  import train
+  from test_train_metrics import argv, experiment, scripted_metrics
+  metrics = [(1.25, 0.125, 90.5), (2.75, 0.25, 60.25)]  # (IS_mean, IS_std, FID) at itr 2, 4
+  scripted_metrics(monkeypatch, metrics)
+  logged = {}
+  real_log_rows = logger.MyLogger.log_rows
+
+  def log_rows(self, rows):
+    for itr, values in rows:
+      for name, value in values.items():
+        logged.setdefault(name, []).append((itr, value))
+    return real_log_rows(self, rows)
+  monkeypatch.setattr(logger.MyLogger, 'log_rows', log_rows)
+  extra = ('--num_iters 4 --save_every 1000 --test_every 2 --sv_log_interval 2 --log_G_spectra '
+           '--log_D_spectra --G_eval_mode')  # (eval mode: measuring leaves G's SVs alone)
+  train.main(argv(tmp_path, extra))
+  exp = experiment(tmp_path, extra)
+  logdir = str(tmp_path / 'logs' / exp)
+
+  groups = plot_training.find_metric_logs(logdir)
+  assert {'G_loss', 'D_loss_real', 'D_loss_fake'} <= set(groups['losses'])
+  assert groups['G'] and groups['D']
+  for group in groups.values():
+    for path in group.values():
+      key = os.path.basename(path)[:-len('.log')]
+      itr, value = plot_training.read_metric_log(path)
+      assert itr.tolist() == [i for i, _ in logged[key]]
+      assert itr.tolist() == ([1, 2, 3, 4] if group is groups['losses'] else [2, 4])
+      np.testing.assert_array_equal(value, [float('%3.3e' % v) for _, v in logged[key]])
+  # The singular values logged at the last iteration are those the checkpoint holds.
+  for net in 'GD':
+    saved = checkpoints.safe_load(os.path.join(str(tmp_path / 'weights' / exp), net + '.pth'))
+    svs = {('%s_%s' % (net, k)).replace('.', '_'): float(v) for k, v in saved.items()
+           if k.split('.')[-1].startswith('sv')}
+    assert set(svs) == {'%s_%s' % (net, name) for name in groups[net]}
+    for name, sv in svs.items():
+      assert plot_training.read_metric_log(groups[net][name[2:]])[1][-1] == \
+          pytest.approx(sv, rel=1e-3)
+  out = str(tmp_path / 'training.png')
+  plot_training.main([logdir, '--out', out])
+  image(out)
+
+  jsonl = str(tmp_path / 'logs' / ('%s_log.jsonl' % exp))
+  log = plot_inception.read_inception_log(jsonl)
+  assert log['itr'].tolist() == [2, 4]
+  for i, key in enumerate(['IS_mean', 'IS_std', 'FID']):
+    assert log[key].tolist() == [m[i] for m in metrics]
+  capsys.readouterr()
+  plot_inception.main([jsonl, '--out', str(tmp_path)])
+  printed = capsys.readouterr().out
+  assert '%s: 2 records up to itr 4; best IS 2.750 at itr 4; best FID 60.250 at itr 4' % exp \
+      in printed
+  image(str(tmp_path / ('%s_inception.png' % exp)))
 
 
 # --- truncation curves ------------------------------------------------------------------------

@@ -276,6 +276,32 @@ def test_trunc_curve_with_fid_reaccumulates_standing_stats(trained, tmp_path, mo
     assert float(row['IS_mean']) == IS_mean and float(row['IS_std']) == IS_std
 
 
+def test_a_sweep_without_matplotlib_says_so_first_and_still_writes_the_csv(
+    trained, tmp_path, monkeypatch, capsys):
+  import sys
+  for name in [n for n in sys.modules if n.split('.')[0] == 'matplotlib'] + ['matplotlib']:
+    monkeypatch.setitem(sys.modules, name, None)  # any import of it fails
+  printed_before = []
+
+  def prepare(*args, **kwargs):
+    def get_inception_metrics(sample, num_inception_images, num_splits=10, **kw):
+      printed_before.append(capsys.readouterr().out)
+      return 1.5 + len(printed_before), 0.25, 40.0
+    get_inception_metrics.network = 'torchvision'
+    return get_inception_metrics
+  monkeypatch.setattr(inception_utils, 'prepare_inception_metrics', prepare)
+  results = run_sample(trained, tmp_path, '--sample_trunc_curves 0.5_0.5_1.0 '
+                       '--num_inception_images 2')
+  assert len(printed_before) == 2  # one measurement per truncation, the notice before them
+  assert 'Notice: matplotlib is not installed' in printed_before[0]
+  assert 'python logs/plot_truncation.py %s' % results['trunc_curve'] in printed_before[0]
+  with open(results['trunc_curve']) as f:
+    rows = list(csv.DictReader(f))
+  assert [(float(r['truncation']), float(r['IS_mean'])) for r in rows] == [(0.5, 2.5), (1.0, 3.5)]
+  assert not os.path.exists(results['trunc_curve'][:-len('.csv')] + '.png')
+  assert 'no plot: matplotlib is not installed' in capsys.readouterr().out
+
+
 def test_bad_truncations_are_one_line_errors(trained, tmp_path, capsys):
   root, _ = trained
   base = '%s %s %s --sample_random' % (MODEL, RUN, roots(root / 'weights', tmp_path))
@@ -327,6 +353,23 @@ def test_config_from_name_keeps_locations_and_explicit_flags(tmp_path):
   with pytest.raises(errors.UserError, match='--experiment_name'):
     sample.config_from_checkpoint(vars(sample.prepare_parser().parse_args(
         ['--config_from_name'])))
+
+
+def test_a_tfhub_conversion_samples_in_eval_mode_by_default(tmp_path, capsys):
+  """Its BN statistics are the converted (eval-mode) ones; other runs keep the command line's
+  G_eval_mode, as in the original."""
+  stored = {'G_ch': 4, 'G_eval_mode': False, 'experiment_name': 'x'}
+  cases = [('conv', {'tfhub_module': 'biggan-128'}, stored, True),
+           ('deep', {}, dict(stored, G_tfhub=True), True),
+           ('run', {}, stored, False)]
+  for exp, extra, config, eval_mode in cases:
+    os.makedirs(tmp_path / exp)
+    torch.save(dict(extra, itr=0, config=config), tmp_path / exp / 'state_dict.pth')
+    argv = ['--experiment_name', exp, '--config_from_name', '--weights_root', str(tmp_path)]
+    config = sample.config_from_checkpoint(vars(sample.prepare_parser().parse_args(argv)),
+                                           sample.given_flags(argv))
+    assert config['G_eval_mode'] is eval_mode, exp
+    assert ('is a TF-Hub conversion' in capsys.readouterr().out) is eval_mode
 
 
 def test_an_original_format_folder_samples_its_G_ema(tmp_path):

@@ -489,89 +489,100 @@ def test_bad_dumps_and_flags_are_user_errors(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
-# Stage 1 with a stand-in for tensorflow / tensorflow_hub
+# Stage 1 with a stand-in for tensorflow / tensorflow_hub (tests/test_tfhub_tensorflow.py runs
+# it on real TensorFlow)
 # ---------------------------------------------------------------------------------------------
 
 
-def fake_tensorflow(variables, graph_tensors):
-  """Just the TF1 API stage 1 uses: a module whose global variables and graph tensors are the
-  given arrays, by TF name."""
-  class Tensor(object):
-    def __init__(self, name, value):
-      self.name, self.value = name, value
+def dumped_arrays(path):
+  """{h5 name: array} of a dump."""
+  arrays = {}
+  with h5py.File(path, 'r') as h5:
+    h5.visititems(lambda n, o: arrays.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset)
+                  else None)
+  return arrays
 
-  class Graph(object):
-    def as_default(self):
-      return Session()
 
-    def get_tensor_by_name(self, name):
-      if name not in graph_tensors:
-        raise KeyError(name)
-      return Tensor(name, graph_tensors[name])
-
-  class Session(object):
-    def __enter__(self):
-      return self
-
-    def __exit__(self, *args):
-      return False
-
-    def run(self, tensor):
-      return None if tensor is None else tensor.value
-
-  class Module(object):
-    def __init__(self, path):
-      self.path = path
-
-    def get_input_info_dict(self):
-      return {'z': types.SimpleNamespace(dtype='float32', get_shape=lambda: types.SimpleNamespace(
-          as_list=lambda: [None, 6]))}
-
-    def __call__(self, inputs):
-      assert set(inputs) == {'z'}
-
-  v1 = types.SimpleNamespace(
-      disable_eager_execution=lambda: None, Graph=Graph, Session=Session,
-      placeholder=lambda dtype, shape, name: (dtype, shape, name),
-      global_variables_initializer=lambda: None,
-      global_variables=lambda: [Tensor(n, v) for n, v in variables.items()])
-  tf = types.ModuleType('tensorflow')
-  tf.compat = types.ModuleType('tensorflow.compat')
-  tf.compat.v1 = v1
+def fake_module_reading(monkeypatch, reference, folder):
+  """tensorflow importable, tensorflow_hub.resolve(handle) -> folder, and read_module giving
+  the reference dump's arrays as the module's variables and stacks. Returns the handles
+  resolved."""
+  arrays = dumped_arrays(reference)
+  variables = {n[len('module/'):-len(':0')]: v for n, v in arrays.items()
+               if n.startswith('module/')}
+  stacks = {int(n.split('_')[-1].split(':')[0]): v for n, v in arrays.items()
+            if n.startswith('module_apply_default/')}
+  resolved = []
   hub = types.ModuleType('tensorflow_hub')
-  hub.Module = Module
-  return {'tensorflow': tf, 'tensorflow.compat': tf.compat, 'tensorflow.compat.v1': v1,
-          'tensorflow_hub': hub}
+  hub.resolve = lambda handle: resolved.append(handle) or str(folder)
+  tf = types.ModuleType('tensorflow')
+
+  def read_module(tf_module, path):
+    assert tf_module is tf and path == str(folder)
+    return variables, stacks
+  monkeypatch.setitem(sys.modules, 'tensorflow', tf)
+  monkeypatch.setitem(sys.modules, 'tensorflow_hub', hub)
+  monkeypatch.setattr(converter, 'read_module', read_module)
+  return resolved
 
 
 def test_stage_one_dumps_what_stage_two_reads(tmp_path, monkeypatch):
   reference = str(tmp_path / 'reference.h5')
   write_dump(reference, 'biggan-deep', ch=4)
-  with h5py.File(reference, 'r') as h5:
-    arrays = {}
-    h5.visititems(lambda n, o: arrays.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset)
-                  else None)
-  variables = {n: v for n, v in arrays.items() if n.startswith('module/')}
-  stacks = {n: v for n, v in arrays.items() if n.startswith('module_apply_default/')}
-  stacks['module_apply_default/stack_999:0'] = np.zeros(3)  # beyond the pattern: not dumped
-  for name, module in fake_tensorflow(variables, stacks).items():
-    monkeypatch.setitem(sys.modules, name, module)
+  resolved = fake_module_reading(monkeypatch, reference, tmp_path)
   weights_dir = tmp_path / 'pretrained'
   errors.run_main(converter.main, ['-r', '128', '--deep', '--weights_dir', str(weights_dir),
                                    '--weights_root', str(tmp_path / 'w'), '--generate_samples',
                                    '--samples_dir', str(tmp_path / 's'), '--batch_size', '2'])
+  assert resolved == ['https://tfhub.dev/deepmind/biggan-deep-128/1']
   dumped = str(weights_dir / 'biggan-deep-128.h5')
   with h5py.File(dumped, 'r') as h5:
     assert h5.attrs['module'] == 'https://tfhub.dev/deepmind/biggan-deep-128/1'
-    names = set()
-    h5.visititems(lambda n, o: names.add(n) if isinstance(o, h5py.Dataset) else None)
-  assert names == set(arrays)
+  arrays, reference_arrays = dumped_arrays(dumped), dumped_arrays(reference)
+  assert set(arrays) == set(reference_arrays)  # the names hub.Module gave (the original's)
+  for name, value in arrays.items():
+    np.testing.assert_array_equal(value, reference_arrays[name])
   G0, _ = converter.convert(reference)
   G1, _ = converter.convert(dumped)
   for key, value in G0.state_dict().items():
     assert torch.equal(value, G1.state_dict()[key]), key
   assert (tmp_path / 's' / 'biggan-deep128_samples.jpg').stat().st_size > 0
   assert (tmp_path / 'w' / 'biggan-deep-128' / 'G.pth').exists()
+  # A local module folder needs no tensorflow_hub; --dump_only stops after stage 1.
+  monkeypatch.setitem(sys.modules, 'tensorflow_hub', None)
+  errors.run_main(converter.main, ['-r', '256', '--module_path', str(tmp_path), '--dump_only',
+                                   '--weights_dir', str(weights_dir)])
+  assert os.path.exists(weights_dir / 'biggan-256.h5') and len(resolved) == 1
+  with pytest.raises(errors.UserError, match='needs tensorflow_hub'):
+    converter.main(['-r', '128', '--dump_only', '--weights_dir', str(weights_dir)])
+
+
+def test_stacks_in_a_biggan_dump_are_ignored_with_a_warning(tmp_path, capsys):
+  """Stage 1 probes the statistics stacks of every module; biggan-* has nowhere to put them."""
+  path = str(tmp_path / 'biggan-128.h5')
+  tf, _, _ = write_dump(path, 'biggan', ch=4)
+  with h5py.File(path, 'a') as h5:
+    for index in converter.STACK_INDICES[:4]:
+      h5[converter.STACK % index + ':0'] = np.full((STATS, 16), 9.0, np.float32)
+  G, _ = converter.convert(path)
+  assert 'holds 4 BN statistics stacks' in capsys.readouterr().out
+  np.testing.assert_array_equal(G.blocks[0][0].bn1.stored_mean.numpy(),
+                                tf['Generator/GBlock/CrossReplicaBN/accumulated_mean'])
+
+
+def test_deep_stacks_beyond_the_bns_are_left_alone(tmp_path, capsys):
+  path = str(tmp_path / 'deep.h5')
+  _, _, stacks = write_dump(path, 'biggan-deep', ch=4)
+  extra = converter.STACK_INDICES[2 * len(deep_bn_scopes(10))]
+  with h5py.File(path, 'a') as h5:
+    h5[converter.STACK % extra + ':0'] = np.full((STATS, 4), 9.0, np.float32)
+  G, _ = converter.convert(path, truncation=0.3)
+  assert 'stack_%d...' % extra in capsys.readouterr().out
+  for bn, scope in [(G.blocks[0][0].bn1, 'Generator/GBlock/BatchNorm'),
+                    (G.output_layer[0], 'Generator/BatchNorm')]:  # the first and the last BN
+    mean, var = stacks[scope]
+    np.testing.assert_array_equal(bn.truncation_var.numpy(), var)
+    np.testing.assert_allclose(bn.stored_mean.numpy(), mean[15], rtol=1e-6)  # 0.3 = row 15
 
 
 def test_stage_one_without_tensorflow_is_a_user_error(tmp_path, monkeypatch):
@@ -606,3 +617,48 @@ def test_real_size_configs_have_tfhub_parameter_counts(tmp_path, kind, res, dims
       int(np.prod(s)) for n, s in spec.items() if n.rsplit('/', 1)[-1] in TRAINABLE)
   assert (config['G_ch'], config['dim_z'], config['shared_dim']) == (
       dims[0], dims[1] * (len(G.blocks) + 1) if kind == 'biggan' else dims[1], dims[2])
+
+
+@pytest.mark.parametrize('kind,truncation', [('biggan', '0.5'), ('biggan-deep', '0.4')])
+def test_a_conversion_samples_with_no_extra_flags(tmp_path, monkeypatch, capsys, kind,
+                                                  truncation):
+  """dump -> converter.py -> sample.py --config_from_name without --G_eval_mode: the images are
+  the converted G's eval-mode output (train mode, with batch statistics, would differ)."""
+  import sample
+  import sampling
+  path = str(tmp_path / 'dump.h5')
+  write_dump(path, kind, ch=4)
+  root = str(tmp_path / 'weights')
+  errors.run_main(converter.main, ['--hdf5', path, '--weights_root', root, '--truncation',
+                                   truncation])
+  G0, _ = converter.convert(path, truncation=float(truncation))
+  seen = []
+  real_sample = sampling.sample
+
+  def recording_sample(G, z_, y_, config):
+    images, labels = real_sample(G, z_, y_, config)
+    seen.append((z_.clone(), labels, images, G.training))
+    return images, labels
+  monkeypatch.setattr(sampling, 'sample', recording_sample)
+  exp = '%s-128' % kind
+  results = sample.main([
+      '--experiment_name', exp, '--config_from_name', '--weights_root', root,
+      '--samples_root', str(tmp_path / 'samples'), '--logs_root', str(tmp_path / 'logs'),
+      '--data_root', str(tmp_path / 'data'), '--batch_size', '2', '--truncation', truncation,
+      '--truncation_mode', 'tfhub', '--sample_npz', '--sample_num_npz', '2', '--sample_random'])
+  printed = capsys.readouterr().out
+  assert 'is a TF-Hub conversion; sampling with G in eval mode' in printed
+  assert 'Putting G in eval mode' in printed
+  assert os.path.getsize(results['random']) > 0
+  assert results['random'] == str(tmp_path / 'samples' / exp / 'random_samples.jpg')
+  assert len(seen) == 2 and not any(training for *_, training in seen)
+  z, y, images, _ = seen[0]
+  assert z.abs().max() <= 2 * float(truncation)
+  with torch.no_grad():
+    expected = G0.eval()(z, G0.shared(y))
+    batch_stats = G0.train()(z, G0.shared(y))
+  torch.testing.assert_close(images, expected, rtol=0, atol=1e-6)
+  assert (batch_stats - expected).abs().max() > 0.01
+  with np.load(results['npz']) as f:
+    np.testing.assert_array_equal(f['x'], sampling.to_uint8(images).numpy())
+    np.testing.assert_array_equal(f['y'], y.numpy())
