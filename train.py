@@ -145,27 +145,40 @@ def run(config):
   state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0,
                 'best_FID': 999999, 'config': config}
   saved = {}
+  source = experiment_name if config['resume'] else config['finetune_from']
+  if source:
+    # Rank 0 alone finishes or discards a save that was interrupted; the others wait, then read.
+    if ctx.is_main:
+      checkpoints.recover(os.path.join(config['weights_root'], source))
+    distributed.barrier(ctx)
   if config['resume']:
     suffix = config['load_weights'] or None
     if suffix is None:
-      suffix, found = checkpoints.newest_save(config['weights_root'], experiment_name)
-      print('Resuming from the newest complete checkpoint: %s (itr %d)'
-            % (suffix or 'the plain files', found[suffix]))
+      suffix, found = checkpoints.newest_save(config['weights_root'], experiment_name,
+                                              recover=False)
+      if ctx.is_main:
+        print('Resuming from the newest complete checkpoint: %s (itr %d)'
+              % (suffix or 'the plain files', found[suffix]))
     saved = checkpoints.load_weights(G, D, state_dict, config['weights_root'], experiment_name,
-                                     suffix, G_ema if config['ema'] else None)
+                                     suffix, G_ema if config['ema'] else None, recover=False)
     state_dict['config'] = config
     for name, net in (('G', G), ('D', D)):
       if net.scaler.is_enabled() and name + '_scaler' in saved:
         net.scaler.load_state_dict(saved[name + '_scaler'])
   elif config['finetune_from']:
     suffix = config['load_weights'] or checkpoints.newest_save(
-        config['weights_root'], config['finetune_from'], '--finetune_from')[0]
+        config['weights_root'], config['finetune_from'], '--finetune_from', recover=False)[0]
     print('Fine-tuning from %s (%s) into %s' % (config['finetune_from'],
                                                 suffix or 'the plain files', experiment_name))
     has_ema = os.path.exists(checkpoints.file_path(
         '%s/%s' % (config['weights_root'], config['finetune_from']), 'G_ema', suffix))
     checkpoints.load_weights(G, D, {}, config['weights_root'], config['finetune_from'], suffix,
-                             G_ema if config['ema'] and has_ema else None)
+                             G_ema if config['ema'] and has_ema else None, recover=False)
+    # The optimizer states carry on, at this run's learning rates and Adam constants.
+    for name, net in (('G', G), ('D', D)):
+      for group in net.optim.param_groups:
+        group.update(lr=config[name + '_lr'], eps=config['adam_eps'],
+                     betas=(config[name + '_B1'], config[name + '_B2']))
     if config['ema'] and not has_ema:
       G_ema.load_state_dict(G.state_dict())
   if config['parallel']:

@@ -139,11 +139,8 @@ class Column(object):
     return time.perf_counter() - start, time.process_time() - cpu, metrics
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--columns', type=str, default=','.join(COLUMNS),
-                      help='Comma-separated columns to measure besides the reference, from: %s '
-                           '(default: all)' % ', '.join(COLUMNS))
+def add_timing_flags(parser):
+  """The flags of the measurement and the config (shared with bench_vs_original.py)."""
   parser.add_argument('--rounds', type=int, default=5,
                       help='Rounds; each runs every column --iters times (default: %(default)s)')
   parser.add_argument('--iters', type=int, default=2,
@@ -158,6 +155,14 @@ def main():
   parser.add_argument('--threads', type=int, default=2,
                       help='torch.set_num_threads (default: %(default)s)')
   parser.add_argument('--seed', type=int, default=0, help='Seed of every column\'s weights')
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--columns', type=str, default=','.join(COLUMNS),
+                      help='Comma-separated columns to measure besides the reference, from: %s '
+                           '(default: all)' % ', '.join(COLUMNS))
+  add_timing_flags(parser)
   args = parser.parse_args()
   names = [name for name in args.columns.split(',') if name]
   unknown = [name for name in names if name not in COLUMNS]

@@ -389,6 +389,19 @@ def test_finetune_from_loads_weights_and_optimizers_and_trains_into_a_new_folder
   assert [int(line.split(':')[0]) for line in lines] == [1, 2]
 
 
+def test_finetune_trains_at_its_own_learning_rates(tmp_path, monkeypatch):
+  """The Adam moments come from EXP; the learning rates and Adam constants from this run."""
+  saved = write_run(tmp_path, 'EXP', prepared(tmp_path), {None: 3})[None]
+  seen = capture_loaded_state(monkeypatch)
+  train.main(argv(tmp_path, '--finetune_from EXP --experiment_name NEW --num_iters 1 '
+                            '--G_lr 1e-5 --D_lr 3e-5 --G_B1 0.5 --D_B2 0.99 --adam_eps 1e-7'))
+  for name, lr, betas in [('G_optim', 1e-5, (0.5, 0.999)), ('D_optim', 3e-5, (0.0, 0.99))]:
+    assert tensors_equal(seen[name]['state'], saved[name]['state'])
+    for group in seen[name]['param_groups']:
+      assert (group['lr'], tuple(group['betas']), group['eps']) == (lr, betas, 1e-7)
+    assert all(g['lr'] != lr for g in saved[name]['param_groups'])
+
+
 def test_resume_with_load_weights_continues_from_that_copy(tmp_path, capsys, monkeypatch):
   """Written on a GPU machine (every tensor tagged cuda:0), resumed here."""
   config = prepared(tmp_path)
