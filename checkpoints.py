@@ -159,7 +159,16 @@ def _remove_quietly(path):
 
 def save_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=None, G_ema=None):
   """Write one checkpoint set atomically (the original's signature and files)."""
-  root = '/'.join([weights_root, experiment_name])
+  items = [('G', G.state_dict()), ('G_optim', G.optim.state_dict()),
+           ('D', D.state_dict()), ('D_optim', D.optim.state_dict())]
+  if G_ema is not None:
+    items.append(('G_ema', G_ema.state_dict()))
+  save_set('/'.join([weights_root, experiment_name]), items, state_dict, name_suffix)
+
+
+def save_set(root, items, state_dict, name_suffix=None):
+  """Write the files [(name, state)] and then the state file of one set in `root`, atomically:
+  every file goes to a temporary name in full, the state file's rename commits the set."""
   try:
     os.makedirs(root, exist_ok=True)
   except OSError as e:
@@ -167,10 +176,6 @@ def save_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=No
                     'permissions' % (root, errors.os_reason(e)))
   recover(root)  # a .new state file left by an interrupted save must not commit this save's files
   print('Saving weights to %s%s...' % (root, '/' + name_suffix if name_suffix else ''))
-  items = [('G', G.state_dict()), ('G_optim', G.optim.state_dict()),
-           ('D', D.state_dict()), ('D_optim', D.optim.state_dict())]
-  if G_ema is not None:
-    items.append(('G_ema', G_ema.state_dict()))
   paths = [file_path(root, name, name_suffix) for name, _ in items]
   state_path = file_path(root, STATE_FILE, name_suffix)
   try:
@@ -264,7 +269,7 @@ def _suffix_of(filename):
 
 def complete_saves(root, unreadable=None):
   """{suffix: itr} of the sets in root that have every file a resume needs. A set whose state file
-  cannot be read is skipped with a warning (and its path appended to `unreadable`), so one bad
+  cannot be read is skipped with a warning (and the reason appended to `unreadable`), so one bad
   copy does not hide the good ones."""
   found = {}
   if not os.path.isdir(root):
@@ -285,7 +290,7 @@ def complete_saves(root, unreadable=None):
           '%s has no iteration count (itr)' % path)
       _warn('skipping the %s checkpoint set: %s' % (suffix or 'plain', message))
       if unreadable is not None:
-        unreadable.append(path)
+        unreadable.append(message)
   return found
 
 
@@ -300,7 +305,7 @@ def newest_save(weights_root, experiment_name, flag='--resume', recover=True):
   saves = complete_saves(root, unreadable)
   if not saves:
     raise UserError('%s: no complete checkpoint in %s%s; %s' % (
-        flag, root, ' (unreadable: %s)' % ', '.join(unreadable) if unreadable else '', (
+        flag, root, ' (skipped: %s)' % '; '.join(unreadable) if unreadable else '', (
             'train without --resume first, or point --weights_root / --experiment_name at an '
             'existing run' if flag == '--resume' else
             'point %s / --weights_root at an existing run' % flag)))

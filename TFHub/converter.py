@@ -487,14 +487,11 @@ def write_weights(G, config, weights_root):
   if (os.path.exists(G_path) or os.path.exists(state_path)) and not earlier:
     raise UserError('%s already holds a checkpoint that is not a TF-Hub conversion; choose '
                     'another --experiment_name or --weights_root' % root)
-  os.makedirs(root, exist_ok=True)
   state = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0,
            'best_FID': 999999, 'config': config,
            'tfhub_module': module_name('biggan-deep' if config['G_tfhub'] else 'biggan',
                                        config['resolution'])}
-  for obj, path in [(G.state_dict(), G_path), (checkpoints.plain_state(state), state_path)]:
-    torch.save(obj, path + checkpoints.NEW)
-    os.replace(path + checkpoints.NEW, path)
+  checkpoints.save_set(root, [('G', G.state_dict())], state)
   print('Wrote %s and %s' % (G_path, state_path))
   return root
 

@@ -15,7 +15,7 @@ activations, growing by (2048 + 1000) x 4 bytes per image).
 Usage:
   python bench/bench_fid.py                        # both parts
   python bench/bench_fid.py --skip_memory          # FID only
-  python bench/bench_fid.py --sizes 100,800        # dataset sizes for part 2
+  python bench/bench_fid.py --sizes 100,800        # dataset sizes for part 2 (default 200,2000)
 """
 import argparse
 import os
@@ -40,7 +40,7 @@ def prepare_parser():
   add('--dim', type=int, default=2048, help='Feature dimension (default: %(default)s)')
   add('--samples', type=int, default=10000,
       help='Samples per feature set for the covariances (default: %(default)s)')
-  add('--sizes', type=str, default='100,400',
+  add('--sizes', type=str, default='200,2000',
       help='Two dataset sizes for the memory runs, comma-separated (default: %(default)s)')
   add('--skip_memory', action='store_true', default=False,
       help='Only time the FID methods (default: %(default)s)')

@@ -333,7 +333,8 @@ CASES = [
     ('converter-unknown-resolution', 'converter', '-r 1024 --weights_dir {root}',
      'argument --resolution/-r: invalid choice: 1024 (choose from 128, 256, 512)', [], None),
     ('converter-without-tensorflow', 'converter', '-r 128 --weights_dir {root}/dumps',
-     'dumping a TF-Hub module needs tensorflow and tensorflow_hub ... convert with --hdf5', [],
+     'dumping a TF-Hub module (stage 1) needs tensorflow ... pip install tensorflow '
+     'tensorflow_hub ... convert it with --hdf5', [],
      'no_tensorflow'),
     ('converter-unwritable-weights_root', 'converter', '--hdf5 {dump} --weights_root {file}/w',
      '--weights_root {file}/w is not a writable folder ({file} is a file); choose another '

@@ -231,7 +231,8 @@ def test_an_unreadable_set_is_skipped_with_one_warning(tmp_path, capsys):
   assert copy1 == ('warning: skipping the copy1 checkpoint set: %s/state_dict_copy1.pth has no '
                    'iteration count (itr)' % root)
   os.remove(root / 'state_dict_copy0.pth')
-  with pytest.raises(UserError, match=r'no complete checkpoint .*\(unreadable: .*state_dict'):
+  with pytest.raises(UserError, match=r'no complete checkpoint .*\(skipped: cannot read checkpoint '
+                     r'.*state_dict\.pth.*; .*state_dict_copy1\.pth has no iteration count'):
     checkpoints.newest_save(str(tmp_path), 'exp')
 
 
