@@ -266,7 +266,8 @@ def prepare_parser():
   add('--amp', type=str, default='off', choices=['off', 'bf16', 'fp16'],
       help='(new) Autocast precision for forward passes (weights, BN statistics, spectral norms '
            'and losses stay fp32); fp16 adds a GradScaler. bf16 trains about 2.7x faster than '
-           'fp32 on CPUs with AMX / avx512_bf16 (default: %(default)s)')
+           'fp32 on CPUs with AMX / avx512_bf16, and many times slower on CPUs without them '
+           '(emulated; train.py warns) (default: %(default)s)')
   add('--channels_last', action='store_true', default=False,
       help='(new) Store the conv weights of G, D and G_ema in the channels_last memory format, '
            'so that GPU convolutions also run on channels_last activations (faster with --amp '

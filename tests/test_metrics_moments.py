@@ -149,3 +149,21 @@ def test_statistics_are_summed_across_ranks(tmp_path):
     np.testing.assert_allclose(f['mu'], mu, rtol=1e-12)
     np.testing.assert_allclose(f['sigma'], sigma, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(f['IS'], single.inception_score(), rtol=1e-12)
+
+
+def test_script_reports_the_IS_of_a_seeded_shuffle(tiny, monkeypatch, capsys):
+  """The printed IS is the one of the statistics the script accumulated, with its splits over the
+  --seed order (tests/test_inception_utils.py checks that order against a numpy permutation)."""
+  seen = {}
+  accumulate = iu.accumulate_inception_stats
+
+  def recording(*args, **kwargs):
+    seen['shuffle_seed'] = kwargs.get('shuffle_seed')
+    seen['stats'] = accumulate(*args, **kwargs)
+    return seen['stats']
+  monkeypatch.setattr(iu, 'accumulate_inception_stats', recording)
+  calculate_inception_moments.main(tiny['argv'] + ['--seed', '3'])  # rewrites the same moments
+  out = capsys.readouterr().out
+  assert seen['shuffle_seed'] == 3
+  mean, std = seen['stats'].inception_score()
+  assert 'has IS of %5.5f +/- %5.5f (Inception network: tf)' % (mean, std) in out

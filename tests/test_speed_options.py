@@ -253,3 +253,15 @@ def test_compile_matches_eager(backend, monkeypatch):
   for sd0, sd1 in ((g0, g1), (d0, d1)):
     for key in sd0:
       torch.testing.assert_close(sd1[key], sd0[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize('native', [True, False])
+def test_emulated_bf16_on_cpu_is_announced(monkeypatch, capsys, native):
+  monkeypatch.setattr(train_fns, 'cpu_has_native_bf16', lambda: native)
+  G, D = nn.Linear(1, 1), nn.Linear(1, 1)
+  train_fns.make_scalers(G, D, {'amp': 'bf16'}, 'cpu')
+  err = capsys.readouterr().err
+  assert ('no native bfloat16' in err) == (not native)
+  train_fns.make_scalers(G, D, {'amp': 'off'}, 'cpu')
+  assert capsys.readouterr().err == ''
+  assert not G.scaler.is_enabled()
