@@ -142,6 +142,30 @@ class Column(object):
     return time.perf_counter() - start, time.process_time() - cpu, metrics
 
 
+def time_columns(columns, args, n_classes=10):
+  """Warm every column up, then time them interleaved (--rounds x --iters). Returns the batch."""
+  generator = torch.Generator().manual_seed(args.seed)
+  batch = args.batch_size * args.num_D_steps
+  x = torch.rand(batch, 3, 32, 32, generator=generator) * 2 - 1
+  y = torch.randint(0, n_classes, (batch,), generator=generator)
+  for column in columns:
+    start, metrics = time.perf_counter(), {}
+    for _ in range(args.warmup):
+      _, _, metrics = column.step(x, y)
+    column.warmup = time.perf_counter() - start
+    bad = [k for k, v in metrics.items() if not torch.isfinite(torch.as_tensor(v))]
+    if bad:
+      raise RuntimeError('column %s: non-finite %s' % (column.name, ', '.join(bad)))
+    print('warm-up %-16s %7.1f s' % (column.name, column.warmup), flush=True)
+  for _ in range(args.rounds):
+    for column in columns:
+      for _ in range(args.iters):
+        wall, cpu, _ = column.step(x, y)
+        column.times.append(wall)
+        column.cpu_times.append(cpu)
+  return batch
+
+
 def add_timing_flags(parser):
   """The flags of the measurement and the config (shared with bench_vs_original.py)."""
   parser.add_argument('--rounds', type=int, default=5,
@@ -177,25 +201,7 @@ def main():
                           args.ch, args.batch_size, args.num_D_steps))
 
   columns = [Column('original', '', args)] + [Column(n, COLUMNS[n], args) for n in names]
-  generator = torch.Generator().manual_seed(args.seed)
-  batch = args.batch_size * args.num_D_steps
-  x = torch.rand(batch, 3, 32, 32, generator=generator) * 2 - 1
-  y = torch.randint(0, 10, (batch,), generator=generator)
-  for column in columns:
-    start = time.perf_counter()
-    for _ in range(args.warmup):
-      _, _, metrics = column.step(x, y)
-    column.warmup = time.perf_counter() - start
-    bad = [k for k, v in metrics.items() if not torch.isfinite(torch.as_tensor(v))]
-    if bad:
-      raise RuntimeError('column %s: non-finite %s' % (column.name, ', '.join(bad)))
-    print('warm-up %-16s %7.1f s' % (column.name, column.warmup), flush=True)
-  for _ in range(args.rounds):
-    for column in columns:
-      for _ in range(args.iters):
-        wall, cpu, _ = column.step(x, y)
-        column.times.append(wall)
-        column.cpu_times.append(cpu)
+  batch = time_columns(columns, args)
 
   reference = statistics.median(columns[0].times)
   reference_cpu = statistics.median(columns[0].cpu_times)

@@ -264,25 +264,7 @@ def main():
                          % ((column.name,) + ours + (parameter_count(G), parameter_count(D))))
   print('G %d, D %d parameters in every column' % (parameter_count(G), parameter_count(D)))
 
-  generator = torch.Generator().manual_seed(args.seed)
-  batch = args.batch_size * args.num_D_steps
-  x = torch.rand(batch, 3, 32, 32, generator=generator) * 2 - 1
-  y = torch.randint(0, columns[0].n_classes, (batch,), generator=generator)
-  for column in columns:
-    start, metrics = time.perf_counter(), {}
-    for _ in range(args.warmup):
-      _, _, metrics = column.step(x, y)
-    column.warmup = time.perf_counter() - start
-    bad = [k for k, v in metrics.items() if not torch.isfinite(torch.as_tensor(v))]
-    if bad:
-      raise RuntimeError('column %s: non-finite %s' % (column.name, ', '.join(bad)))
-    print('warm-up %-16s %7.1f s' % (column.name, column.warmup), flush=True)
-  for _ in range(args.rounds):
-    for column in columns:
-      for _ in range(args.iters):
-        wall, cpu, _ = column.step(x, y)
-        column.times.append(wall)
-        column.cpu_times.append(cpu)
+  batch = bench_train.time_columns(columns, args, columns[0].n_classes)
   print_table(columns, batch, args.rounds * args.iters)
 
 
