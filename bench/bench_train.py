@@ -166,6 +166,22 @@ def time_columns(columns, args, n_classes=10):
   return batch
 
 
+def print_table(columns, batch, runs, reference_note=''):
+  """Median s/it, it/s, images/s, ratio to columns[0], best, CPU time and warm-up per column."""
+  reference = statistics.median(columns[0].times)
+  reference_cpu = statistics.median(columns[0].cpu_times)
+  print('\n%-16s %8s %7s %9s %8s %8s %9s %8s %9s' % (
+      'column', 's/it', 'it/s', 'images/s', 'vs orig', 'best s', 'CPU s/it', 'CPU vs', 'warm-up s'))
+  for column in columns:
+    median, cpu = statistics.median(column.times), statistics.median(column.cpu_times)
+    print('%-16s %8.3f %7.3f %9.1f %7.2fx %8.3f %9.3f %7.2fx %9.1f' % (
+        column.name, median, 1 / median, batch / median, reference / median, min(column.times),
+        cpu, reference_cpu / cpu, column.warmup))
+  print('Medians of %d iterations per column. %svs orig = original s/it / column s/it (above 1: '
+        'faster). CPU s/it: process CPU time (all threads) per iteration, which other processes '
+        'on the machine disturb less than the wall clock.' % (runs, reference_note))
+
+
 def add_timing_flags(parser):
   """The flags of the measurement and the config (shared with bench_vs_original.py)."""
   parser.add_argument('--rounds', type=int, default=5,
@@ -203,19 +219,7 @@ def main():
   columns = [Column('original', '', args)] + [Column(n, COLUMNS[n], args) for n in names]
   batch = time_columns(columns, args)
 
-  reference = statistics.median(columns[0].times)
-  reference_cpu = statistics.median(columns[0].cpu_times)
-  print('\n%-16s %8s %7s %9s %8s %8s %9s %8s %9s' % (
-      'column', 's/it', 'it/s', 'images/s', 'vs orig', 'best s', 'CPU s/it', 'CPU vs', 'warm-up s'))
-  for column in columns:
-    median, cpu = statistics.median(column.times), statistics.median(column.cpu_times)
-    print('%-16s %8.3f %7.3f %9.1f %7.2fx %8.3f %9.3f %7.2fx %9.1f' % (
-        column.name, median, 1 / median, batch / median, reference / median, min(column.times),
-        cpu, reference_cpu / cpu, column.warmup))
-  print('Medians of %d iterations per column. vs orig = original s/it / column s/it (above 1: '
-        'faster). CPU s/it: process CPU time (all threads) per iteration, which other processes '
-        'on the machine disturb less than the wall clock.' % (args.rounds * args.iters))
-
+  print_table(columns, batch, args.rounds * args.iters)
 
 if __name__ == '__main__':
   main()

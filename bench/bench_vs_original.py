@@ -49,7 +49,6 @@ per iteration and the warm-up time of the first --warmup iterations.
 import argparse
 import importlib
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -207,22 +206,6 @@ def parameter_count(net):
   return sum(p.numel() for p in net.parameters())
 
 
-def print_table(columns, batch, runs):
-  reference = statistics.median(columns[0].times)
-  reference_cpu = statistics.median(columns[0].cpu_times)
-  print('\n%-16s %8s %7s %9s %8s %8s %9s %8s %9s' % (
-      'column', 's/it', 'it/s', 'images/s', 'vs orig', 'best s', 'CPU s/it', 'CPU vs', 'warm-up s'))
-  for column in columns:
-    median, cpu = statistics.median(column.times), statistics.median(column.cpu_times)
-    print('%-16s %8.3f %7.3f %9.1f %7.2fx %8.3f %9.3f %7.2fx %9.1f' % (
-        column.name, median, 1 / median, batch / median, reference / median, min(column.times),
-        cpu, reference_cpu / cpu, column.warmup))
-  print('Medians of %d iterations per column. original = the real original\'s code; vs orig = '
-        'original s/it / column s/it (above 1: faster than the original). CPU s/it: process CPU '
-        'time (all threads) per iteration, which other processes on the machine disturb less '
-        'than the wall clock.' % runs)
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--original', required=True,
@@ -265,7 +248,8 @@ def main():
   print('G %d, D %d parameters in every column' % (parameter_count(G), parameter_count(D)))
 
   batch = bench_train.time_columns(columns, args, columns[0].n_classes)
-  print_table(columns, batch, args.rounds * args.iters)
+  bench_train.print_table(columns, batch, args.rounds * args.iters,
+                          'original = the real original\'s code; ')
 
 
 if __name__ == '__main__':

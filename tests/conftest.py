@@ -28,3 +28,12 @@ def make_config(flags='', resolution=32, n_classes=10, **overrides):
                 G_activation=nn.ReLU(inplace=False), D_activation=nn.ReLU(inplace=False))
   config.update(overrides)
   return config
+
+
+@pytest.fixture
+def one_thread():
+  """Small ops: with more threads they mostly wait for each other on a busy machine."""
+  threads = torch.get_num_threads()
+  torch.set_num_threads(1)
+  yield
+  torch.set_num_threads(threads)

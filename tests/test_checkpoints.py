@@ -144,16 +144,22 @@ def crash_while_saving(root, kill_at):
   os._exit(0)
 
 
-# 6 writes (the state file to .part), the commit (.part -> .new), then 6 renames.
-@pytest.mark.parametrize('kill_at', range(1, 14))
-def test_sigkill_during_a_save_never_mixes_two_saves(tmp_path, kill_at):
-  save(tmp_path, 1)
-  before = files_of(tmp_path)
-  process = multiprocessing.get_context('fork').Process(target=crash_while_saving,
-                                                        args=(tmp_path, kill_at))
+def killed_saving_over_itr_1(root, crash, arg):
+  """Save itr 1, then run crash(root, arg) in a child that SIGKILLs itself while saving itr 2.
+  Returns the files of the first save."""
+  save(root, 1)
+  before = files_of(root)
+  process = multiprocessing.get_context('fork').Process(target=crash, args=(root, arg))
   process.start()
   process.join()
   assert process.exitcode == -signal.SIGKILL
+  return before
+
+
+# 6 writes (the state file to .part), the commit (.part -> .new), then 6 renames.
+@pytest.mark.parametrize('kill_at', range(1, 14))
+def test_sigkill_during_a_save_never_mixes_two_saves(tmp_path, kill_at):
+  before = killed_saving_over_itr_1(tmp_path, crash_while_saving, kill_at)
   itr = load(tmp_path)['itr']  # recovers, then checks every file has one stamp
   # Killed before the commit: the old save, bit for bit; after it: the new one, completed.
   assert itr == (1 if kill_at <= 7 else 2)
@@ -184,13 +190,7 @@ def crash_inside_a_write(root, cut_file):
 
 @pytest.mark.parametrize('cut_file', range(1, 7))
 def test_sigkill_inside_a_file_write_keeps_the_previous_save(tmp_path, cut_file):
-  save(tmp_path, 1)
-  before = files_of(tmp_path)
-  process = multiprocessing.get_context('fork').Process(target=crash_inside_a_write,
-                                                        args=(tmp_path, cut_file))
-  process.start()
-  process.join()
-  assert process.exitcode == -signal.SIGKILL
+  before = killed_saving_over_itr_1(tmp_path, crash_inside_a_write, cut_file)
   assert [f for f in os.listdir(tmp_path / 'exp') if not f.endswith('.pth')]  # half-written
   assert checkpoints.newest_save(str(tmp_path), 'exp') == (None, {None: 1})  # recovers first
   assert files_of(tmp_path) == before  # bit for bit

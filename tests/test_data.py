@@ -102,15 +102,6 @@ def test_shapes_are_deterministic_balanced_and_in_range():
   assert np.bincount(datasets.Shapes(32).labels).tolist() == [1000] * 10
 
 
-@pytest.fixture
-def one_thread():
-  """Tiny convolutions: with more threads they only wait for each other on a busy machine."""
-  threads = torch.get_num_threads()
-  torch.set_num_threads(1)
-  yield
-  torch.set_num_threads(threads)
-
-
 def test_shapes_classes_are_learnable(one_thread):
   """A tiny CNN, trained for a second, tells the 10 classes apart far above chance (10%)."""
   torch.manual_seed(0)

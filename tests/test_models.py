@@ -375,15 +375,6 @@ def assert_matches_reference(net, ref, run_net, run_ref):
     assert not ref.new and not changed
 
 
-@pytest.fixture
-def one_thread():
-  """Small float64 ops: with more threads they mostly wait for each other on a busy machine."""
-  threads = torch.get_num_threads()
-  torch.set_num_threads(1)
-  yield
-  torch.set_num_threads(threads)
-
-
 def n_itrs(flags, net):
   """--num_{net}_SV_itrs of flags (default 1)."""
   found = re.search(r'--num_%s_SV_itrs (\d+)' % net, flags)
