@@ -539,6 +539,42 @@ def test_attention_starts_as_identity_and_attends():
   assert not torch.allclose(attn(x2)[:, :, 7, 7], out[:, :, 7, 7])
 
 
+@pytest.mark.parametrize('dtype,layout', [(torch.float64, torch.contiguous_format),
+                                          (torch.float32, torch.contiguous_format),
+                                          (torch.float32, torch.channels_last)])
+def test_attention_equals_the_plain_formula_with_gradients(dtype, layout):
+  # The layer zero-pads theta and phi for the fused kernel; the scores, outputs and gradients
+  # must still be those of softmax(theta^T phi) written out.
+  torch.manual_seed(0)
+  attn = layers.Attention(32).to(dtype)
+  with torch.no_grad():
+    attn.gamma.fill_(0.7)
+  x = torch.randn(2, 32, 8, 8, dtype=dtype).contiguous(memory_format=layout).requires_grad_()
+  ref = Ref({'a.' + k: v for k, v in attn.state_dict().items()}, False, 1e-12, 1e-5)
+  out, expected = attn(x), ref.attention('a', x)
+  tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+  torch.testing.assert_close(out, expected, **tol)
+  assert out.is_contiguous(memory_format=layout)
+  weight = torch.randn_like(out)
+  grads = torch.autograd.grad((out * weight).sum(), (x, attn.theta.weight, attn.phi.weight))
+  expected_grads = torch.autograd.grad((expected * weight).sum(), (x,))
+  torch.testing.assert_close(grads[0], expected_grads[0], **tol)
+  assert all(g.abs().sum() > 0 for g in grads[1:])  # queries and keys get gradients
+
+
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+def test_attention_runs_the_fused_kernel_on_cpu(layout):
+  # Unequal head sizes or strided channels send SDPA to its math path, which stores the whole
+  # attention map.
+  x = torch.randn(1, 32, 8, 8).contiguous(memory_format=layout).requires_grad_()
+  attn = layers.Attention(32)
+  with torch.profiler.profile() as prof:
+    attn(x).sum().backward()
+  names = {e.key for e in prof.key_averages()}
+  assert any('flash_attention' in n for n in names), sorted(n for n in names if 'attention' in n)
+  assert not any('attention_math' in n for n in names)
+
+
 @pytest.mark.parametrize('res,dim_z,slots,chunk', [(128, 120, 6, 20), (256, 140, 7, 20),
                                                    (512, 128, 8, 16), (32, 20, 4, 5)])
 def test_hierarchical_z(res, dim_z, slots, chunk):
