@@ -573,10 +573,6 @@ def activation_layout(x):
 # buffers and state_dict are untouched.
 fold_resampling = True
 
-# Output tap k of the 4-tap kernel = sum of these taps of the 3-tap kernel, along each axis.
-_UPSAMPLE_TAPS = ((2,), (1, 2), (0, 1), (0,))    # conv_transpose2d(stride 2, padding 1)
-_DOWNSAMPLE_TAPS = ((0,), (0, 1), (1, 2), (2,))  # conv2d(stride 2, padding 1), then / 4
-
 
 def _plain_conv(conv, size):
   """A (SN)Conv2d whose forward is the plain size x size 'same' convolution."""
@@ -585,13 +581,16 @@ def _plain_conv(conv, size):
           and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == 'zeros')
 
 
-def _four_taps(conv, taps):
+def _four_taps(conv, flip):
+  """The 4x4 kernel of a folded resampling: along each axis the 3 taps (w0, w1, w2) become
+  (w0, w0 + w1, w1 + w2, w2), the input taps of conv2d(stride 2, padding 1) after 2x2 average
+  pooling (before its / 4); flipped, (w2, w1 + w2, w0 + w1, w0), those of conv_transpose2d(stride
+  2, padding 1) after nearest upsampling. Two shifted zero-paddings added: their gradients are
+  slices, where narrow-and-cat filled a zero kernel per tap."""
   weight = conv.W_() if isinstance(conv, SN) else conv.weight
-  for dim in (2, 3):
-    weight = torch.cat([weight.narrow(dim, t[0], 1) if len(t) == 1
-                        else weight.narrow(dim, t[0], 1) + weight.narrow(dim, t[1], 1)
-                        for t in taps], dim)
-  return weight
+  for before, after in (((0, 0, 1, 0), (0, 0, 0, 1)), ((1, 0), (0, 1))):  # rows, then columns
+    weight = F.pad(weight, after) + F.pad(weight, before)
+  return weight.flip(2, 3) if flip else weight
 
 
 def upsample_conv(upsample, conv, x):
@@ -600,7 +599,7 @@ def upsample_conv(upsample, conv, x):
     return conv(x)
   if fold_resampling and upsample is upsample_nearest2x:
     if _plain_conv(conv, 3):
-      weight = _four_taps(conv, _UPSAMPLE_TAPS).transpose(0, 1)
+      weight = _four_taps(conv, flip=True).transpose(0, 1)
       return F.conv_transpose2d(x, weight, conv.bias, stride=2, padding=1)
     if _plain_conv(conv, 1):
       return upsample(conv(x))
@@ -619,7 +618,7 @@ def conv_downsample(conv, downsample, x):
     return conv(x)
   if fold_resampling and _is_avg_pool2(downsample):
     if _plain_conv(conv, 3):
-      weight = _four_taps(conv, _DOWNSAMPLE_TAPS) * 0.25
+      weight = _four_taps(conv, flip=False) * 0.25
       return F.conv2d(x, weight, conv.bias, stride=2, padding=1)
     if _plain_conv(conv, 1):
       return conv(downsample(x))
