@@ -581,16 +581,20 @@ def _plain_conv(conv, size):
           and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == 'zeros')
 
 
-def _four_taps(conv, flip):
-  """The 4x4 kernel of a folded resampling: along each axis the 3 taps (w0, w1, w2) become
-  (w0, w0 + w1, w1 + w2, w2), the input taps of conv2d(stride 2, padding 1) after 2x2 average
-  pooling (before its / 4); flipped, (w2, w1 + w2, w0 + w1, w0), those of conv_transpose2d(stride
-  2, padding 1) after nearest upsampling. Two shifted zero-paddings added: their gradients are
-  slices, where narrow-and-cat filled a zero kernel per tap."""
-  weight = conv.W_() if isinstance(conv, SN) else conv.weight
+def _four_taps(weight):
+  """The 4x4 kernel of a folded resampling from a 3x3 one: along each axis the taps (w0, w1, w2)
+  become (w0, w0 + w1, w1 + w2, w2). For 2x2 average pooling after the conv, these are the taps
+  of conv2d(stride 2, padding 1) (then / 4); for nearest upsampling before it, applied to the
+  flipped kernel with in/out swapped, those of conv_transpose2d(stride 2, padding 1). Two shifted
+  zero-paddings added: contiguous whatever the input's strides, and their gradients are slices
+  (narrow-and-cat filled a zero kernel per tap)."""
   for before, after in (((0, 0, 1, 0), (0, 0, 0, 1)), ((1, 0), (0, 1))):  # rows, then columns
     weight = F.pad(weight, after) + F.pad(weight, before)
-  return weight.flip(2, 3) if flip else weight
+  return weight
+
+
+def _weight(conv):
+  return conv.W_() if isinstance(conv, SN) else conv.weight
 
 
 def upsample_conv(upsample, conv, x):
@@ -599,7 +603,7 @@ def upsample_conv(upsample, conv, x):
     return conv(x)
   if fold_resampling and upsample is upsample_nearest2x:
     if _plain_conv(conv, 3):
-      weight = _four_taps(conv, flip=True).transpose(0, 1)
+      weight = _four_taps(_weight(conv).transpose(0, 1).flip(2, 3))
       return F.conv_transpose2d(x, weight, conv.bias, stride=2, padding=1)
     if _plain_conv(conv, 1):
       return upsample(conv(x))
@@ -618,7 +622,7 @@ def conv_downsample(conv, downsample, x):
     return conv(x)
   if fold_resampling and _is_avg_pool2(downsample):
     if _plain_conv(conv, 3):
-      weight = _four_taps(conv, flip=False) * 0.25
+      weight = _four_taps(_weight(conv)) * 0.25
       return F.conv2d(x, weight, conv.bias, stride=2, padding=1)
     if _plain_conv(conv, 1):
       return conv(downsample(x))
