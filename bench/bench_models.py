@@ -7,11 +7,12 @@ flags otherwise, batch 8): ms per forward+backward step and images/s of this pro
 and of tests/biggan_reference.py (a plain functional BigGAN over the same weights) measured in the
 same run, and the ratio. fp32 on the CPU; best of --repeats after one warm-up.
 
-Measured 2026-12-02, 2-core Intel Xeon (AVX-512, AMX), ratio naive / ours: CIFAR G 2.05x, D 1.74x;
-I128 G 2.29x, D 2.09x. The same with ATen and oneDNN held to AVX2 (ATEN_CPU_CAPABILITY=avx2
-ONEDNN_MAX_CPU_ISA=AVX2): 1.68x, 1.55x, 2.20x, 2.10x. Most of the I128 gain is the attention at
-64x64 running SDPA's flash kernel (layers.Attention). Before that change, an AVX2-only AMD EPYC
-gave I128 G 0.82x (2026-12-01), not re-measured since.
+Measured 2026-12-02, 2-core Intel Xeon (AVX-512, AMX; a VM whose timings swing 10-20% between
+runs), ratio naive / ours over two runs: CIFAR G 1.72-2.05x, D 1.74-1.77x; I128 G 1.81-2.29x,
+D 2.09-2.20x. The same with ATen and oneDNN held to AVX2 (ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2): CIFAR G 1.66-1.68x, D 1.55-1.77x; I128 G 1.69-2.20x, D 1.94-2.10x. Most
+of the I128 gain is the attention at 64x64 running SDPA's flash kernel (layers.Attention; before
+it: G 1.50x, D 1.17x here, and G 0.82x on an AVX2-only AMD EPYC, not re-measured since).
 """
 import argparse
 import os
