@@ -116,7 +116,7 @@ def bench_fid(config):
 
 
 def moments_run(root, folder, weights):
-  """(seconds, peak RSS in MB) of calculate_inception_moments.py in a fresh process."""
+  """(seconds, peak RSS, median RSS in MB) of calculate_inception_moments.py in a fresh process."""
   code = ('import resource, statistics, sys, threading, time; sys.path.insert(0, %r)\n'
           'import calculate_inception_moments as c\n'
           'seen = []\n'
