@@ -224,7 +224,7 @@ def test_compile_matches_eager(backend, monkeypatch):
   itself give the eager results, SN and BN buffers included. aot_eager traces and functionalises
   exactly what inductor gets (buffer updates in place, train/eval guards, the z_ Distribution)
   without generating C++."""
-  flags = ('--G_ch 2 --D_ch 2 --G_attn 0 --D_attn 0 --dim_z 8 --batch_size 2 --num_D_steps 1 '
+  flags = ('--G_ch 2 --D_ch 2 --G_attn 16 --D_attn 16 --dim_z 8 --batch_size 2 --num_D_steps 1 '
            '--G_init N02 --D_init N02')
   compile_with_backend = torch.compile
   monkeypatch.setattr(torch, 'compile', lambda fn: compile_with_backend(fn, backend=backend))
