@@ -12,16 +12,15 @@ statistics TF-Hub stored for 51 truncations; G.set_truncation(t) selects them. T
 conditioning order is handled by the converter (it reorders the weight columns), so the forward
 pass is otherwise the default one.
 """
-import functools
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.optim as optim
 
 import layers
-from BigGAN import G_D, G_arch, attention_resolutions, check_resolution  # noqa: F401 (G_D re-exported)
+import models
+from BigGAN import G_D, G_arch, attention_resolutions  # noqa: F401 (G_D re-exported)
 
 
 # TF-Hub's biggan-deep modules store BN statistics for the truncations 0, 1/50, 2/50, ..., 1.
@@ -74,57 +73,16 @@ class GBlock(nn.Module):
     return h + x
 
 
-class Generator(nn.Module):
-  def __init__(self, G_ch=64, G_depth=2, dim_z=128, bottom_width=4, resolution=128,
-               G_kernel_size=3, G_attn='64', n_classes=1000, num_G_SVs=1, num_G_SV_itrs=1,
-               G_shared=True, shared_dim=0, hier=False, cross_replica=False, mybn=False,
-               G_activation=nn.ReLU(inplace=False), G_lr=5e-5, G_B1=0.0, G_B2=0.999,
-               adam_eps=1e-8, BN_eps=1e-5, SN_eps=1e-12, G_mixed_precision=False, G_fp16=False,
-               G_init='ortho', skip_init=False, no_optim=False, G_param='SN', norm_style='bn',
-               G_tfhub=False, **kwargs):
-    super(Generator, self).__init__()
-    self.ch = G_ch
+class Generator(models.Generator):
+  arch_table = staticmethod(G_arch)
+
+  def __init__(self, G_depth=2, G_tfhub=False, **config):
+    super(Generator, self).__init__(**config)
     self.G_depth = G_depth
     self.tfhub = G_tfhub
-    self.dim_z = dim_z
-    self.bottom_width = bottom_width
-    self.resolution = resolution
-    self.kernel_size = G_kernel_size
-    self.attention = G_attn
-    self.n_classes = n_classes
-    self.G_shared = G_shared
-    self.shared_dim = shared_dim if shared_dim > 0 else dim_z
-    self.hier = hier
-    self.cross_replica = cross_replica
-    self.mybn = mybn
-    self.activation = G_activation
-    self.init = G_init
-    self.G_param = G_param
-    self.norm_style = norm_style
-    self.BN_eps = BN_eps
-    self.SN_eps = SN_eps
-    self.fp16 = False
-    self.arch = check_resolution(G_arch(self.ch, self.attention), resolution, 'G')
-    if self.hier and not self.G_shared:
-      raise ValueError('--hier needs --G_shared: z is concatenated to the shared class embedding')
-
-    self.which_conv, self.which_linear, _ = layers.which_layers(
-        G_param, num_G_SVs, num_G_SV_itrs, self.SN_eps)
-    self.which_embedding = nn.Embedding
-    bn_linear = (functools.partial(self.which_linear, bias=False) if self.G_shared
-                 else self.which_embedding)
     # With --hier (the original's only working mode) every block sees [y, z]; without it the
     # linear layer gets z and the blocks get y.
-    if not self.G_shared:
-      bn_input = self.n_classes
-    else:
-      bn_input = self.shared_dim + self.dim_z if self.hier else self.shared_dim
-    self.which_bn = functools.partial(
-        layers.ccbn, which_linear=bn_linear, cross_replica=self.cross_replica, mybn=self.mybn,
-        input_size=bn_input, norm_style=self.norm_style, eps=self.BN_eps)
-
-    self.shared = (self.which_embedding(n_classes, self.shared_dim) if G_shared
-                   else layers.identity())
+    self.which_bn = self.conditional_bn(self.shared_dim + (self.dim_z if self.hier else 0))
     self.linear = self.which_linear(self.dim_z + (self.shared_dim if self.hier else 0),
                                     self.arch['in_channels'][0] * (self.bottom_width ** 2))
     # Each block is its own entry blocks.{k}.0 (k = stage * G_depth + d); attention is appended
@@ -142,29 +100,14 @@ class Generator(nn.Module):
             which_conv=self.which_conv, which_bn=self.which_bn, activation=self.activation,
             upsample=(layers.upsample_nearest2x if self.arch['upsample'][index] and last
                       else None))])
-      if self.arch['attention'][self.arch['resolution'][index]]:
-        blocks[-1] += [layers.Attention(self.arch['out_channels'][index], self.which_conv)]
+      blocks[-1] = self.with_attention(index, blocks[-1])
     self.blocks = nn.ModuleList([nn.ModuleList(block) for block in blocks])
     # TF-Hub's output conv has G_ch channels (the first 3 are the image); spectral norm is taken
     # over all of them, so they are kept.
-    self.output_layer = nn.Sequential(
-        layers.bn(self.arch['out_channels'][-1], eps=self.BN_eps,
-                  cross_replica=self.cross_replica, mybn=self.mybn),
-        self.activation,
-        self.which_conv(self.arch['out_channels'][-1], self.ch if self.tfhub else 3))
+    self.output_layer = self.make_output_layer(self.ch if self.tfhub else 3)
     if self.tfhub:
       self._add_truncation_tables()
-
-    if not skip_init:
-      self.param_count = layers.init_weights(self, self.init)
-    if no_optim:
-      return
-    self.lr, self.B1, self.B2, self.adam_eps = G_lr, G_B1, G_B2, adam_eps
-    self.optim = optim.Adam(params=self.parameters(), lr=self.lr, betas=(self.B1, self.B2),
-                            weight_decay=0, eps=self.adam_eps)
-
-  def init_weights(self):
-    self.param_count = layers.init_weights(self, self.init)
+    self.finish()
 
   def truncation_bns(self):
     """The BN layers that hold statistics per truncation (--G_tfhub), in module order."""
@@ -199,12 +142,7 @@ class Generator(nn.Module):
     if self.hier:
       z = torch.cat([y, z], 1)
       y = z
-    h = self.linear(z)
-    h = layers.activation_layout(h.view(h.size(0), -1, self.bottom_width, self.bottom_width))
-    for blocklist in self.blocks:
-      for block in blocklist:
-        h = block(h, y)
-    h = self.output_layer(h)
+    h = self.run_blocks(z, [y] * len(self.blocks))
     return torch.tanh(h[:, :3] if self.tfhub else h).contiguous()  # standard layout for callers
 
 
@@ -251,7 +189,6 @@ class DBlock(nn.Module):
 
 def D_arch(ch=64, attention='64', ksize='333333', dilation='111111'):
   """Stages of the deep D (after a 3 -> in_channels[0] input conv). 512 px is new."""
-  attn = attention_resolutions(attention)
   stages = {32: ([4, 4, 4], [4, 4, 4], [True, True, False, False], [16, 16, 16, 16]),
             64: ([1, 2, 4, 8], [2, 4, 8, 16], [True] * 4 + [False], [32, 16, 8, 4, 4]),
             128: ([1, 2, 4, 8, 16], [2, 4, 8, 16, 16], [True] * 5 + [False],
@@ -260,72 +197,23 @@ def D_arch(ch=64, attention='64', ksize='333333', dilation='111111'):
                   [128, 64, 32, 16, 8, 4, 4]),
             512: ([1, 1, 2, 4, 8, 8, 16], [1, 2, 4, 8, 8, 16, 16], [True] * 7 + [False],
                   [256, 128, 64, 32, 16, 8, 4, 4])}
-  arch = {}
-  for res, (ins, outs, down, resolutions) in stages.items():
-    arch[res] = {'in_channels': [ch * item for item in ins],
-                 'out_channels': [ch * item for item in outs],
-                 'downsample': down,
-                 'resolution': resolutions,
-                 'attention': {r: r in attn for r in resolutions}}
-  return arch
+  return models.stage_table(stages, ch, attention, 'downsample')
 
 
-class Discriminator(nn.Module):
-  def __init__(self, D_ch=64, D_wide=True, D_depth=2, resolution=128, D_kernel_size=3,
-               D_attn='64', n_classes=1000, num_D_SVs=1, num_D_SV_itrs=1,
-               D_activation=nn.ReLU(inplace=False), D_lr=2e-4, D_B1=0.0, D_B2=0.999,
-               adam_eps=1e-8, SN_eps=1e-12, output_dim=1, D_mixed_precision=False, D_fp16=False,
-               D_init='ortho', skip_init=False, D_param='SN', **kwargs):
-    super(Discriminator, self).__init__()
-    self.ch = D_ch
-    self.D_wide = D_wide
+class Discriminator(models.Discriminator):
+  arch_table = staticmethod(D_arch)
+
+  def __init__(self, D_depth=2, **config):
+    super(Discriminator, self).__init__(**config)
     self.D_depth = D_depth
-    self.resolution = resolution
-    self.kernel_size = D_kernel_size
-    self.attention = D_attn
-    self.n_classes = n_classes
-    self.activation = D_activation
-    self.init = D_init
-    self.D_param = D_param
-    self.SN_eps = SN_eps
-    self.fp16 = False
-    self.arch = check_resolution(D_arch(self.ch, self.attention), resolution, 'D')
-    self.which_conv, self.which_linear, self.which_embedding = layers.which_layers(
-        D_param, num_D_SVs, num_D_SV_itrs, self.SN_eps)
-
     self.input_conv = self.which_conv(3, self.arch['in_channels'][0])
     # Each stage is one entry blocks.{stage} holding D_depth blocks (and attention last).
-    blocks = []
-    for index in range(len(self.arch['out_channels'])):
-      block = [DBlock(in_channels=(self.arch['in_channels'][index] if d_index == 0
-                                   else self.arch['out_channels'][index]),
-                      out_channels=self.arch['out_channels'][index],
-                      which_conv=self.which_conv, wide=self.D_wide, activation=self.activation,
-                      preactivation=True,
-                      downsample=(nn.AvgPool2d(2) if self.arch['downsample'][index] and d_index == 0
-                                  else None))
-               for d_index in range(self.D_depth)]
-      if self.arch['attention'][self.arch['resolution'][index]]:
-        block += [layers.Attention(self.arch['out_channels'][index], self.which_conv)]
-      blocks.append(nn.ModuleList(block))
-    self.blocks = nn.ModuleList(blocks)
-    self.linear = self.which_linear(self.arch['out_channels'][-1], output_dim)
-    self.embed = self.which_embedding(self.n_classes, self.arch['out_channels'][-1])
+    self.assemble(lambda index: [DBlock(
+        in_channels=self.arch['in_channels' if d_index == 0 else 'out_channels'][index],
+        out_channels=self.arch['out_channels'][index], which_conv=self.which_conv,
+        wide=self.D_wide, activation=self.activation, preactivation=True,
+        downsample=nn.AvgPool2d(2) if self.arch['downsample'][index] and d_index == 0 else None)
+        for d_index in range(self.D_depth)])
 
-    if not skip_init:
-      self.param_count = layers.init_weights(self, self.init)
-    self.lr, self.B1, self.B2, self.adam_eps = D_lr, D_B1, D_B2, adam_eps
-    self.optim = optim.Adam(params=self.parameters(), lr=self.lr, betas=(self.B1, self.B2),
-                            weight_decay=0, eps=self.adam_eps)
-
-  def init_weights(self):
-    self.param_count = layers.init_weights(self, self.init)
-
-  def forward(self, x, y=None):
-    h = self.input_conv(layers.activation_layout(x))
-    for blocklist in self.blocks:
-      for block in blocklist:
-        h = block(h)
-    h = torch.sum(self.activation(h), [2, 3])
-    out = self.linear(h)
-    return out + torch.sum(self.embed(y) * h, 1, keepdim=True)
+  def stem(self, x):
+    return self.input_conv(x)

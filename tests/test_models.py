@@ -480,6 +480,26 @@ def test_same_seed_same_weights():
   assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+
+@pytest.mark.parametrize('module,flags,res', [
+    (BigGAN, TINY, 32), (BigGAN, '--G_ch 4 --D_ch 4 --G_attn 32 --D_attn 32', 64),
+    (BigGANdeep, '--G_ch 8 --D_ch 8 --G_attn 32 --D_attn 32 --G_depth 2 --D_depth 3', 64)])
+def test_modules_are_created_in_module_order(module, flags, res, monkeypatch):
+  """The original creates each layer where it registers it, so one seed draws the default biases
+  (and SN vectors) of the layers in module order: a G or D that built its layers in another order
+  would hold other weights than the original's for the same seed."""
+  created = []
+  for cls in (torch.nn.Conv2d, torch.nn.Linear, torch.nn.Embedding):
+    original = cls.reset_parameters
+    monkeypatch.setattr(cls, 'reset_parameters',
+                        lambda self, original=original: (created.append(self), original(self)))
+  config = make_config(flags, resolution=res)
+  for net in (module.Generator(**config), module.Discriminator(**config)):
+    order = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear,
+                                                          torch.nn.Embedding))]
+    assert [id(m) for m in created[:len(order)]] == [id(m) for m in order]
+    del created[:len(order)]
+
 # ---------------------------------------------------------------------------------------------
 # Spectral norm against torch.linalg
 # ---------------------------------------------------------------------------------------------
