@@ -1,0 +1,491 @@
+"""Glow (Kingma and Dhariwal 2018): a multi-scale invertible flow with exact log-likelihood.
+
+    flow = Glow.Glow(**config)              # resolution, n_classes and the keys of `defaults`
+    zs, objective = flow(x, y)              # x: images in [-1, 1]; zs: one latent per level
+    bpd = flow.bits_per_dim(objective)      # per image
+    loss = flow.loss(x, y)['loss']          # bits/dim (+ glow_weight_y * class bits): minimise
+    x = flow.reverse(zs, y)                 # the images again (zs entries None: sampled)
+    x = flow.reverse(None, y, temperature=0.7, batch_size=16)   # samples in [-1, 1]
+
+Each of glow_levels levels squeezes (2x2 pixels -> 4x the channels), runs glow_depth flow steps
+(actnorm, invertible 1x1 convolution, affine or additive coupling) and, except the last, splits off
+half of its channels as that level's latent under a Gaussian whose mean and log-scale a zero-
+initialised convolution predicts from the other half. The top latent has a learned Gaussian prior,
+class-conditional with glow_ycond (plus a class-prediction head on it). The model follows the
+paper and OpenAI's code (openai/glow) in its maths; it is written from their descriptions.
+
+Input range: the project's images are x = 2 * (pixel / 255 - 0.5) in [-1, 1]. The flow models
+v in [-0.5, 0.5]. Training and evaluation (dequantize=True) recover the pixel, reduce it to
+n_bits_x bits (bin = pixel >> (8 - n_bits_x)) and add uniform noise u in the bin:
+v = (bin + u) / 2^n_bits - 0.5, so the objective, log p(v) - D * log(2^n_bits), bounds the
+log-probability of the quantised image in expectation (Theis et al. 2016). dequantize=False
+maps v = x / 2, exactly invertible, which for every pixel value lands in its own bin's interval.
+reverse() returns x = 2 * v clamped to [-1, 1].
+
+Glow.Generator is this class too, so a later `--model Glow` finds the flow under the name train.py
+builds G with (the flow then lives in G.pth); the BigGAN keys in config are ignored.
+"""
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from torch.nn import Parameter as P
+
+import distributed
+import layers
+from errors import UserError
+
+# The model's options and their defaults (they become --flags when train.py learns --model Glow).
+defaults = {
+    'glow_levels': 3,           # L: levels (squeeze, K steps, split); resolution must divide by 2^L
+    'glow_depth': 32,           # K: flow steps per level
+    'glow_hidden': 512,         # channels of the two hidden layers of each coupling network
+    'glow_lu': False,           # LU-decomposed 1x1 convolutions (O(C) log-determinant) vs slogdet
+    'glow_coupling': 'affine',  # 'affine' (shift, then scale by sigmoid(h + 2)) or 'additive'
+    'glow_ycond': False,        # class-conditional top prior and a class-prediction head
+    'glow_weight_y': 0.01,      # weight of the class-prediction loss (bits) in the training loss
+    'n_bits_x': 8,              # bits per colour value the images are quantised to (1-8)
+    'glow_checkpoint': False,   # recompute each flow step's activations in the backward pass
+}
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def options(config):
+  """The Glow options of a config dict, defaults filled in."""
+  return {key: config.get(key, value) for key, value in defaults.items()}
+
+
+def check_options(o, resolution, n_classes):
+  """UserError for options the flow cannot be built with (before any work)."""
+  def need(condition, message):
+    if not condition:
+      raise UserError(message)
+  for key in ('glow_levels', 'glow_depth', 'glow_hidden'):
+    need(isinstance(o[key], int) and o[key] >= 1,
+         '--%s must be at least 1 (got %s)' % (key, o[key]))
+  need(o['glow_coupling'] in ('affine', 'additive'),
+       '--glow_coupling %s is unknown; use affine or additive' % o['glow_coupling'])
+  need(o['n_bits_x'] in range(1, 9), '--n_bits_x must be 1 to 8 (got %s)' % o['n_bits_x'])
+  need(o['glow_weight_y'] >= 0,
+       '--glow_weight_y must not be negative (got %s)' % o['glow_weight_y'])
+  need(not o['glow_ycond'] or n_classes >= 2,
+       '--glow_ycond needs labelled data with at least 2 classes (this data has %s)' % n_classes)
+  size = 2 ** o['glow_levels']
+  need(resolution % size == 0,
+       'resolution %d is not divisible by 2^glow_levels = %d: use fewer --glow_levels or a '
+       'resolution that is a multiple of %d' % (resolution, size, size))
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers. A flow layer's forward(x) returns (y, log|det dy/dx|) with the log-determinant per image
+# (a scalar when it is the same for every image); reverse(y) returns x.
+# ---------------------------------------------------------------------------------------------
+
+
+def full(t):
+  """t in float32 unless it is float64: log-densities and log-determinants are never summed in
+  half precision."""
+  return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def gaussian_log_density(z, mean, logs):
+  """log N(z; mean, exp(logs)^2) summed per image (in at least fp32)."""
+  z, mean, logs = full(z), full(mean), full(logs)
+  return -0.5 * (LOG_2PI + 2 * logs + (z - mean) ** 2 * torch.exp(-2 * logs)).sum([1, 2, 3])
+
+
+def scaled_conv(x, weight, bias, log_scale, padding):
+  """conv2d(x, weight, bias) * exp(log_scale) per output channel, as one convolution (the scale
+  folded into the weights: no extra pass over the output)."""
+  scale = torch.exp(log_scale)
+  return F.conv2d(x, weight * scale.view(-1, 1, 1, 1), bias * scale, padding=padding)
+
+
+class ActNorm(nn.Module):
+  """y = (x + bias) * exp(logs) per channel. The first batch it sees sets bias and logs so that
+  this batch comes out with zero mean and unit variance per channel; under torch.distributed the
+  statistics are over every rank's batch, so all ranks start identical. The `initialized` buffer
+  is saved with the weights: a loaded model is never re-initialised."""
+
+  def __init__(self, channels):
+    super(ActNorm, self).__init__()
+    self.bias = P(torch.zeros(1, channels, 1, 1))
+    self.logs = P(torch.zeros(1, channels, 1, 1))
+    self.register_buffer('initialized', torch.tensor(False))
+    self.ready = False  # `initialized` known True (reading the buffer would sync a GPU)
+
+  def _load_from_state_dict(self, *args, **kwargs):
+    self.ready = False  # read the loaded buffer on the next forward
+    super(ActNorm, self)._load_from_state_dict(*args, **kwargs)
+
+  def initialize_from(self, x):
+    """Data-dependent initialisation from x unless done (x: what this layer normalises)."""
+    if self.ready:
+      return
+    if not bool(self.initialized):
+      self._initialize(x.detach())
+    self.ready = True
+
+  @torch.no_grad()
+  def _initialize(self, x):
+    x = x.to(torch.float64)
+    dims = [0, 2, 3]
+    stats = torch.cat([torch.full_like(x[0, :, 0, 0], x.numel() / x.shape[1]),
+                       x.sum(dims), (x * x).sum(dims)])
+    if distributed.running():
+      dist.all_reduce(stats)
+    count, total, squares = stats.view(3, -1)
+    mean = total / count
+    std = (squares / count - mean * mean).clamp(min=0).sqrt()
+    self.bias.copy_(-mean.view_as(self.bias))
+    self.logs.copy_(-torch.log(std + 1e-6).view_as(self.logs))
+    self.initialized.fill_(True)
+
+  def forward(self, x):
+    self.initialize_from(x)
+    return (x + self.bias) * torch.exp(self.logs), self.logs.sum() * (x.shape[2] * x.shape[3])
+
+  def reverse(self, y):
+    return y * torch.exp(-self.logs) - self.bias
+
+
+class ConvActNorm(nn.Module):
+  """Convolution without bias followed by actnorm, the hidden layers of the coupling networks;
+  computed as one convolution with the actnorm folded into its weights and bias."""
+
+  def __init__(self, in_channels, out_channels, kernel_size):
+    super(ConvActNorm, self).__init__()
+    self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
+                          bias=False)
+    nn.init.normal_(self.conv.weight, 0, 0.05)
+    self.norm = ActNorm(out_channels)
+
+  def forward(self, x):
+    if not self.norm.ready:
+      with torch.no_grad():  # nothing saved for backward (a checkpoint's recomputation skips it)
+        self.norm.initialize_from(F.conv2d(x, self.conv.weight, padding=self.conv.padding))
+    # (conv(x) + bias) * exp(logs) = conv(x, weight * exp(logs), bias * exp(logs))
+    return scaled_conv(x, self.conv.weight, self.norm.bias.view(-1), self.norm.logs.view(-1),
+                       self.conv.padding)
+
+
+class Conv2dZeros(nn.Module):
+  """Zero-initialised convolution whose output is scaled by exp(3 * logs) per channel (logs also
+  zero at first): the last layer of every coupling network and prior, so that each starts as the
+  identity (or a standard normal) and the learned log-scale can grow quickly."""
+
+  def __init__(self, in_channels, out_channels, kernel_size=3, logscale_factor=3):
+    super(Conv2dZeros, self).__init__()
+    self.weight = P(torch.zeros(out_channels, in_channels, kernel_size, kernel_size))
+    self.bias = P(torch.zeros(out_channels))
+    self.logs = P(torch.zeros(out_channels))
+    self.logscale_factor = logscale_factor
+    self.padding = kernel_size // 2
+
+  def forward(self, x):
+    return scaled_conv(x, self.weight, self.bias, self.logs * self.logscale_factor, self.padding)
+
+
+class InvConv(nn.Module):
+  """Invertible 1x1 convolution: a learned C x C channel mixing, initialised as a random rotation.
+  lu: W = P L (U + diag(sign_s * exp(log_s))) with P and sign_s fixed, so log|det W| = sum(log_s)
+  without a determinant; otherwise W itself, with slogdet in float64."""
+
+  def __init__(self, channels, lu=False):
+    super(InvConv, self).__init__()
+    w = torch.linalg.qr(torch.randn(channels, channels))[0]
+    self.lu = lu
+    if not lu:
+      self.weight = P(w)
+      return
+    p, lower, upper = torch.linalg.lu(w)
+    s = torch.diagonal(upper)
+    self.register_buffer('p', p)
+    self.register_buffer('sign_s', torch.sign(s))
+    self.lower = P(torch.tril(lower, -1))
+    self.upper = P(torch.triu(upper, 1))
+    self.log_s = P(torch.log(torch.abs(s)))
+
+  def matrix(self):
+    if not self.lu:
+      return self.weight
+    eye = torch.eye(self.lower.shape[0], dtype=self.lower.dtype, device=self.lower.device)
+    lower = torch.tril(self.lower, -1) + eye
+    upper = torch.triu(self.upper, 1) + torch.diag(self.sign_s * torch.exp(self.log_s))
+    return self.p @ lower @ upper
+
+  def log_det(self):
+    if self.lu:
+      return self.log_s.sum()
+    return torch.linalg.slogdet(self.weight.double())[1].to(self.weight.dtype)
+
+  def _mix(self, x, w):
+    # On the flow's path: never autocast to half precision (its inverse and log-det need fp32).
+    with torch.autocast(x.device.type, enabled=False):
+      return F.conv2d(x, w.to(x.dtype).view(*w.shape, 1, 1))
+
+  def forward(self, x):
+    return self._mix(x, self.matrix()), self.log_det() * (x.shape[2] * x.shape[3])
+
+  def reverse(self, y):
+    w = self.matrix()
+    return self._mix(y, torch.linalg.inv(w.double()).to(w.dtype))
+
+
+class Coupling(nn.Module):
+  """The second half of the channels is shifted (and scaled) by a network of the first half:
+  additive y2 = x2 + h; affine y2 = (x2 + shift) * sigmoid(raw + 2) (a scale below 1 at the start,
+  which keeps early training stable). The network: 3x3 conv, 1x1 conv (both with actnorm and
+  ReLU, `hidden` channels) and a zero-initialised 3x3 conv, so the coupling starts close to the
+  identity."""
+
+  def __init__(self, channels, hidden, affine=True):
+    super(Coupling, self).__init__()
+    self.affine = affine
+    half = channels // 2
+    out = 2 * (channels - half) if affine else channels - half
+    self.net = nn.Sequential(ConvActNorm(half, hidden, 3), nn.ReLU(inplace=True),
+                             ConvActNorm(hidden, hidden, 1), nn.ReLU(inplace=True),
+                             Conv2dZeros(hidden, out, 3))
+
+  def _h(self, x1, dtype):
+    # The network may run under autocast (the flow's path never does), and channels_last on the
+    # CPU, where oneDNN's thin convolutions (few input or output channels) run faster so: the
+    # whole flow's training step 5-10%, sampling 20% (bench/bench_glow.py's configs).
+    return self.net(layers.activation_layout(x1)).to(dtype).contiguous()
+
+  def forward(self, x):
+    x1, x2 = x.chunk(2, 1)
+    h = self._h(x1, x.dtype)
+    if not self.affine:
+      return torch.cat([x1, x2 + h], 1), x.new_zeros(())
+    shift, raw = h.chunk(2, 1)
+    log_scale = F.logsigmoid(raw + 2)
+    return (torch.cat([x1, (x2 + shift) * torch.exp(log_scale)], 1),
+            full(log_scale).sum([1, 2, 3]))
+
+  def reverse(self, y):
+    y1, y2 = y.chunk(2, 1)
+    h = self._h(y1, y.dtype)
+    if not self.affine:
+      return torch.cat([y1, y2 - h], 1)
+    shift, raw = h.chunk(2, 1)
+    return torch.cat([y1, y2 * torch.exp(-F.logsigmoid(raw + 2)) - shift], 1)
+
+
+class FlowStep(nn.Module):
+  """actnorm -> invertible 1x1 conv -> coupling."""
+
+  def __init__(self, channels, hidden, lu=False, affine=True):
+    super(FlowStep, self).__init__()
+    self.actnorm = ActNorm(channels)
+    self.invconv = InvConv(channels, lu)
+    self.coupling = Coupling(channels, hidden, affine)
+
+  def forward(self, x):
+    logdet = 0
+    for layer in (self.actnorm, self.invconv, self.coupling):
+      x, ld = layer(x)
+      logdet = logdet + ld
+    return x, logdet
+
+  def reverse(self, y):
+    for layer in (self.coupling, self.invconv, self.actnorm):
+      y = layer.reverse(y)
+    return y
+
+
+def squeeze(x):
+  """(B, C, H, W) -> (B, 4C, H/2, W/2): each 2x2 block of pixels becomes 4 channels."""
+  B, C, H, W = x.shape
+  x = x.reshape(B, C, H // 2, 2, W // 2, 2).permute(0, 1, 3, 5, 2, 4)
+  return x.reshape(B, 4 * C, H // 2, W // 2)
+
+
+def unsqueeze(x):
+  B, C, H, W = x.shape
+  x = x.reshape(B, C // 4, 2, 2, H, W).permute(0, 1, 4, 2, 5, 3)
+  return x.reshape(B, C // 4, 2 * H, 2 * W)
+
+
+class SplitPrior(nn.Module):
+  """Splits off the second half z2 of the channels as a latent, with a Gaussian prior whose mean
+  and log-scale a zero-initialised conv computes from the first half z1 (which flows on)."""
+
+  def __init__(self, channels):
+    super(SplitPrior, self).__init__()
+    self.half = channels // 2
+    self.conv = Conv2dZeros(self.half, 2 * (channels - self.half), 3)
+
+  def prior(self, z1):
+    return self.conv(z1).chunk(2, 1)  # mean, logs
+
+  def forward(self, x):
+    """x -> (z1, z2, log p(z2 | z1) per image)."""
+    z1, z2 = x[:, :self.half], x[:, self.half:]
+    return z1, z2, gaussian_log_density(z2, *self.prior(z1))
+
+  def reverse(self, z1, z2=None, temperature=1.0):
+    """(z1, z2) -> x; z2 None: drawn from the prior at this temperature (std scaled by it)."""
+    if z2 is None:
+      mean, logs = self.prior(z1)
+      z2 = mean + torch.exp(logs) * temperature * torch.randn_like(mean)
+    return torch.cat([z1, z2.to(z1.dtype)], 1)
+
+
+class TopPrior(nn.Module):
+  """A learned Gaussian (a mean and log-scale per channel) for the top latent; with n_classes,
+  a zero-initialised projection of the one-hot class adds to both, and `classifier` predicts the
+  class from the top latent's spatial mean (its loss, weighted, trains the top to carry it)."""
+
+  def __init__(self, channels, n_classes=0):
+    super(TopPrior, self).__init__()
+    self.h = P(torch.zeros(1, 2 * channels, 1, 1))
+    self.n_classes = n_classes
+    if n_classes:
+      self.y_proj = Conv2dZeros(n_classes, 2 * channels, 1)
+      self.classifier = Conv2dZeros(channels, n_classes, 1)
+
+  def prior(self, y, shape):
+    h = self.h.expand(shape[0], -1, *shape[2:])
+    if self.n_classes:
+      if y is None:
+        raise ValueError('this flow is class-conditional (glow_ycond): pass the labels y')
+      onehot = F.one_hot(y, self.n_classes).to(self.h.dtype)[:, :, None, None]
+      h = h + self.y_proj(onehot)
+    return h.chunk(2, 1)
+
+  def class_logits(self, z):
+    return self.classifier(z.mean([2, 3], keepdim=True)).flatten(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+
+
+class Glow(nn.Module):
+  """The flow. `shapes` lists each level's latent (C, H, W), the top last; latents are the raw z
+  of each level (not standardised by their priors), so reverse(forward(x)[0]) == x."""
+
+  def __init__(self, resolution=32, n_classes=1000, **config):
+    super(Glow, self).__init__()
+    o = options(config)
+    check_options(o, resolution, n_classes)
+    self.resolution, self.n_classes = resolution, n_classes
+    self.n_levels, self.depth, self.hidden = o['glow_levels'], o['glow_depth'], o['glow_hidden']
+    self.n_bits_x, self.n_bins = o['n_bits_x'], 2 ** o['n_bits_x']
+    self.ycond, self.weight_y = o['glow_ycond'], o['glow_weight_y']
+    self.checkpoint = o['glow_checkpoint']
+    self.dims = 3 * resolution * resolution
+    self.shapes = []
+    channels, size = 3, resolution
+    levels, splits = [], []
+    for level in range(self.n_levels):
+      channels, size = 4 * channels, size // 2
+      levels.append(nn.ModuleList(
+          [FlowStep(channels, self.hidden, o['glow_lu'], o['glow_coupling'] == 'affine')
+           for _ in range(self.depth)]))
+      if level < self.n_levels - 1:
+        splits.append(SplitPrior(channels))
+        self.shapes.append((channels - channels // 2, size, size))
+        channels //= 2
+    self.shapes.append((channels, size, size))
+    self.levels, self.splits = nn.ModuleList(levels), nn.ModuleList(splits)
+    self.top = TopPrior(channels, n_classes if self.ycond else 0)
+
+  # ---- encoding ----
+
+  def preprocess(self, x, dequantize=True):
+    """Images in [-1, 1] -> the flow's input v in [-0.5, 0.5] (see the module docstring)."""
+    if not dequantize:
+      return x / 2
+    pixels = torch.round((x + 1) * 127.5).clamp(0, 255)  # the loader's integer values, exactly
+    bins = torch.floor(pixels / 2 ** (8 - self.n_bits_x))
+    return (bins + torch.rand_like(bins)) / self.n_bins - 0.5
+
+  def _step(self, step, x):
+    if self.checkpoint and torch.is_grad_enabled():
+      # Only the step's input is kept; its activations are recomputed in the backward pass.
+      return torch.utils.checkpoint.checkpoint(step, x, use_reentrant=False,
+                                               preserve_rng_state=False)
+    return step(x)
+
+  def encode(self, v, y=None):
+    """The flow on v: (latents per level, log|det dz/dv| per image, log prior(z) per image)."""
+    zs, logdet, logp = [], 0, 0
+    x = v
+    for level, steps in enumerate(self.levels):
+      x = squeeze(x)
+      for step in steps:
+        x, ld = self._step(step, x)
+        logdet = logdet + ld
+      if level < self.n_levels - 1:
+        x, z, lp = self.splits[level](x)
+        zs.append(z)
+        logp = logp + lp
+    zs.append(x)
+    logp = logp + gaussian_log_density(x, *self.top.prior(y, x.shape))
+    return zs, logdet, logp
+
+  def forward(self, x, y=None, dequantize=True):
+    """Images x in [-1, 1] (and labels y) -> (latents per level, objective per image): the
+    log-likelihood in nats of the image quantised to n_bits_x, log p(v) - D log 2^n_bits (a
+    lower bound in expectation over the dequantisation noise)."""
+    zs, logdet, logp = self.encode(self.preprocess(x, dequantize), y)
+    return zs, logdet + logp - self.dims * math.log(self.n_bins)
+
+  def bits_per_dim(self, objective):
+    return -objective / (self.dims * math.log(2))
+
+  def loss(self, x, y=None):
+    """Training objective: {'loss', 'bpd', 'bits_y'} (batch means), loss = bpd + weight_y *
+    bits_y where bits_y is the class-prediction cross-entropy in bits (glow_ycond only)."""
+    zs, objective = self(x, y)
+    bpd = self.bits_per_dim(objective).mean()
+    out = {'bpd': bpd, 'loss': bpd, 'bits_y': bpd.new_zeros(())}
+    if self.ycond:
+      out['bits_y'] = F.cross_entropy(full(self.top.class_logits(zs[-1])), y) / math.log(2)
+      out['loss'] = bpd + self.weight_y * out['bits_y']
+    return out
+
+  # ---- decoding ----
+
+  def initialized(self):
+    return all(bool(m.initialized) for m in self.modules() if isinstance(m, ActNorm))
+
+  def decode(self, zs=None, y=None, temperature=1.0, batch_size=None):
+    """Latents per level -> v. zs None, or entries None: drawn from the priors with their
+    standard deviations scaled by temperature."""
+    zs = list(zs) if zs is not None else [None] * self.n_levels
+    if len(zs) != self.n_levels:
+      raise ValueError('reverse needs %d latents (one per level), got %d'
+                       % (self.n_levels, len(zs)))
+    given = [z for z in zs if z is not None]
+    n = (given[0].shape[0] if given else y.shape[0] if y is not None
+         else batch_size if batch_size else 1)
+    x = zs[-1]
+    if x is None:
+      mean, logs = self.top.prior(y, (n,) + self.shapes[-1])
+      x = mean + torch.exp(logs) * temperature * torch.randn_like(mean)
+    for level in reversed(range(self.n_levels)):
+      if level < self.n_levels - 1:
+        x = self.splits[level].reverse(x, zs[level], temperature)
+      for step in reversed(self.levels[level]):
+        x = step.reverse(x)
+      x = unsqueeze(x)
+    return x
+
+  def reverse(self, zs=None, y=None, temperature=1.0, batch_size=None):
+    """Latents per level (as forward returns them; None entries sampled) -> images in [-1, 1]."""
+    if not self.initialized():
+      raise RuntimeError('the flow has seen no data: actnorm initialises itself from the first '
+                         'batch passed forward; run forward on a batch or load trained weights')
+    return (2 * self.decode(zs, y, temperature, batch_size)).clamp(-1, 1)
+
+
+Generator = Glow
