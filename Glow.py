@@ -22,6 +22,10 @@ log-probability of the quantised image in expectation (Theis et al. 2016). dequa
 maps v = x / 2, exactly invertible, which for every pixel value lands in its own bin's interval.
 reverse() returns x = 2 * v clamped to [-1, 1].
 
+glow_checkpoint: the backward pass rebuilds each flow step's input from its output (the flow is
+invertible) instead of keeping it, so training memory beyond the model's own tensors does not
+grow with depth (ReversibleStep).
+
 Glow.Generator is this class too, so a later `--model Glow` finds the flow under the name train.py
 builds G with (the flow then lives in G.pth); the BigGAN keys in config are ignored.
 """
@@ -31,7 +35,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint
+from torch.autograd.function import once_differentiable
 from torch.nn import Parameter as P
 
 import distributed
@@ -48,7 +52,7 @@ defaults = {
     'glow_ycond': False,        # class-conditional top prior and a class-prediction head
     'glow_weight_y': 0.01,      # weight of the class-prediction loss (bits) in the training loss
     'n_bits_x': 8,              # bits per colour value the images are quantised to (1-8)
-    'glow_checkpoint': False,   # recompute each flow step's activations in the backward pass
+    'glow_checkpoint': False,   # backward pass rebuilds each step's input from its output
 }
 
 LOG_2PI = math.log(2 * math.pi)
@@ -81,8 +85,7 @@ def check_options(o, resolution, n_classes):
 
 
 # ---------------------------------------------------------------------------------------------
-# Layers. A flow layer's forward(x) returns (y, log|det dy/dx|) with the log-determinant per image
-# (a scalar when it is the same for every image); reverse(y) returns x.
+# Layers
 # ---------------------------------------------------------------------------------------------
 
 
@@ -105,7 +108,21 @@ def scaled_conv(x, weight, bias, log_scale, padding):
   return F.conv2d(x, weight * scale.view(-1, 1, 1, 1), bias * scale, padding=padding)
 
 
-class ActNorm(nn.Module):
+class FlowLayer(nn.Module):
+  """forward(x) returns (y, log|det dy/dx|) with the log-determinant per image (a scalar when it is
+  the same for every image); reverse(y) returns x."""
+
+  def rebuild(self, y):
+    """For the memory-saving backward pass (ReversibleStep): the input rebuilt from the output y,
+    as leaves that require grad (concatenated along the channels they are the input), and the
+    forward recomputed from them under autograd: (leaves, output, log-det)."""
+    with torch.no_grad():
+      x = self.reverse(y)
+    x.requires_grad_()
+    return ([x],) + tuple(self(x))
+
+
+class ActNorm(FlowLayer):
   """y = (x + bias) * exp(logs) per channel. The first batch it sees sets bias and logs so that
   this batch comes out with zero mean and unit variance per channel; under torch.distributed the
   statistics are over every rank's batch, so all ranks start identical. The `initialized` buffer
@@ -190,7 +207,7 @@ class Conv2dZeros(nn.Module):
     return scaled_conv(x, self.weight, self.bias, self.logs * self.logscale_factor, self.padding)
 
 
-class InvConv(nn.Module):
+class InvConv(FlowLayer):
   """Invertible 1x1 convolution: a learned C x C channel mixing, initialised as a random rotation.
   lu: W = P L (U + diag(sign_s * exp(log_s))) with P and sign_s fixed, so log|det W| = sum(log_s)
   without a determinant; otherwise W itself, with slogdet in float64."""
@@ -236,7 +253,7 @@ class InvConv(nn.Module):
     return self._mix(y, torch.linalg.inv(w.double()).to(w.dtype))
 
 
-class Coupling(nn.Module):
+class Coupling(FlowLayer):
   """The second half of the channels is shifted (and scaled) by a network of the first half:
   additive y2 = x2 + h; affine y2 = (x2 + shift) * sigmoid(raw + 2) (a scale below 1 at the start,
   which keeps early training stable). The network: 3x3 conv, 1x1 conv (both with actnorm and
@@ -258,23 +275,41 @@ class Coupling(nn.Module):
     # whole flow's training step 5-10%, sampling 20% (bench/bench_glow.py's configs).
     return self.net(layers.activation_layout(x1)).to(dtype).contiguous()
 
-  def forward(self, x):
-    x1, x2 = x.chunk(2, 1)
-    h = self._h(x1, x.dtype)
+  def _couple(self, x2, h):
+    """(second half of the output, log-det per image) from the second half of the input and the
+    network's output h."""
     if not self.affine:
-      return torch.cat([x1, x2 + h], 1), x.new_zeros(())
+      return x2 + h, x2.new_zeros(())
     shift, raw = h.chunk(2, 1)
     log_scale = F.logsigmoid(raw + 2)
-    return (torch.cat([x1, (x2 + shift) * torch.exp(log_scale)], 1),
-            full(log_scale).sum([1, 2, 3]))
+    return (x2 + shift) * torch.exp(log_scale), full(log_scale).sum([1, 2, 3])
+
+  def _uncouple(self, y2, h):
+    if not self.affine:
+      return y2 - h
+    shift, raw = h.chunk(2, 1)
+    return y2 * torch.exp(-F.logsigmoid(raw + 2)) - shift
+
+  def forward(self, x):
+    x1, x2 = x.chunk(2, 1)
+    y2, logdet = self._couple(x2, self._h(x1, x.dtype))
+    return torch.cat([x1, y2], 1), logdet
 
   def reverse(self, y):
     y1, y2 = y.chunk(2, 1)
-    h = self._h(y1, y.dtype)
-    if not self.affine:
-      return torch.cat([y1, y2 - h], 1)
-    shift, raw = h.chunk(2, 1)
-    return torch.cat([y1, y2 * torch.exp(-F.logsigmoid(raw + 2)) - shift], 1)
+    return torch.cat([y1, self._uncouple(y2, self._h(y1, y.dtype))], 1)
+
+  def rebuild(self, y):
+    """FlowLayer.rebuild with the network run once: its input, the first half, passes through
+    unchanged, so the same h inverts the second half and recomputes the forward."""
+    y1, y2 = y.chunk(2, 1)
+    x1 = y1.detach().requires_grad_()
+    h = self._h(x1, y.dtype)
+    with torch.no_grad():
+      x2 = self._uncouple(y2, h)
+    x2.requires_grad_()
+    out2, logdet = self._couple(x2, h)
+    return [x1, x2], torch.cat([x1, out2], 1), logdet
 
 
 class FlowStep(nn.Module):
@@ -286,17 +321,77 @@ class FlowStep(nn.Module):
     self.invconv = InvConv(channels, lu)
     self.coupling = Coupling(channels, hidden, affine)
 
+  def flow_layers(self):
+    return self.actnorm, self.invconv, self.coupling
+
   def forward(self, x):
     logdet = 0
-    for layer in (self.actnorm, self.invconv, self.coupling):
+    for layer in self.flow_layers():
       x, ld = layer(x)
       logdet = logdet + ld
     return x, logdet
 
   def reverse(self, y):
-    for layer in (self.coupling, self.invconv, self.actnorm):
+    for layer in reversed(self.flow_layers()):
       y = layer.reverse(y)
     return y
+
+
+class _Slot(object):
+  """Where one step's backward leaves the input it rebuilt, for the step before (its output)."""
+  value = None
+
+
+def _join(tensors):
+  return tensors[0] if len(tensors) == 1 else torch.cat(tensors, 1)
+
+
+class ReversibleStep(torch.autograd.Function):
+  """A flow step that keeps nothing for the backward pass but, in a level's last step, its output
+  (which the split or the top prior keeps anyway). The backward rebuilds the step's input from its
+  output layer by layer (FlowLayer.rebuild: the inverse, then the forward recomputed under
+  autograd, in the forward pass's autocast state), back-propagates through that layer and leaves
+  the input in `slot` for the step before, whose backward the engine runs next (it needs this
+  one's input gradient). So activation memory is one step's whatever the depth, for a forward
+  more per step (the coupling network runs once for both the inverse and the recomputation, see
+  Coupling.rebuild) and the inverses of actnorm and the 1x1 convolution. The parameters are
+  inputs: their gradients reach .grad through autograd step by step, as in the plain pass
+  (DistributedDataParallel's hooks included). The inverse's float32 rounding makes the gradients
+  differ from the plain pass's by about as much as the plain pass's own rounding (tests/
+  test_glow.py; bench/bench_glow.py --parts reversible measures it on a trained model)."""
+
+  @staticmethod
+  def forward(ctx, x, step, slot, first, last, *params):
+    device = x.device.type
+    ctx.step, ctx.slot, ctx.first, ctx.last = step, slot, first, last
+    ctx.autocast = dict(device_type=device, enabled=torch.is_autocast_enabled(device),
+                        dtype=torch.get_autocast_dtype(device))
+    ctx.param_ids = [id(p) for p in params]
+    y, logdet = step(x)
+    if last:
+      ctx.save_for_backward(y)
+    return y, logdet
+
+  @staticmethod
+  @once_differentiable
+  def backward(ctx, grad_y, grad_logdet):
+    y = ctx.saved_tensors[0] if ctx.last else ctx.slot.value
+    ctx.slot.value = None
+    grads = {}
+    for layer in reversed(ctx.step.flow_layers()):
+      with torch.enable_grad(), torch.autocast(**ctx.autocast):
+        leaves, out, logdet = layer.rebuild(y)
+      params = [p for p in layer.parameters() if p.requires_grad]
+      outputs, grad_outputs = [out], [grad_y]
+      if logdet.requires_grad:  # not the additive coupling's zero
+        outputs.append(logdet)
+        grad_outputs.append(grad_logdet.sum_to_size(logdet.shape))
+      g = torch.autograd.grad(outputs, leaves + params, grad_outputs, allow_unused=True)
+      grad_y, y = _join(g[:len(leaves)]), _join([t.detach() for t in leaves])
+      grads.update(zip(map(id, params), g[len(leaves):]))
+    if not ctx.first:
+      ctx.slot.value = y
+    return (grad_y, None, None, None, None) + tuple(grads.get(i) for i in ctx.param_ids)
 
 
 def squeeze(x):
@@ -408,22 +503,32 @@ class Glow(nn.Module):
     bins = torch.floor(pixels / 2 ** (8 - self.n_bits_x))
     return (bins + torch.rand_like(bins)) / self.n_bins - 0.5
 
-  def _step(self, step, x):
-    if self.checkpoint and torch.is_grad_enabled():
-      # Only the step's input is kept; its activations are recomputed in the backward pass.
-      return torch.utils.checkpoint.checkpoint(step, x, use_reentrant=False,
-                                               preserve_rng_state=False)
-    return step(x)
+  def _steps(self, steps, x, logdet):
+    """x through a level's flow steps, their log-dets added to logdet. With glow_checkpoint and
+    autograd on, as ReversibleSteps; actnorm's data-dependent initialisation then runs before, in
+    a pass without autograd (setting what the plain pass would)."""
+    reversible = self.checkpoint and torch.is_grad_enabled()
+    if reversible and not all(m.ready for m in steps.modules() if isinstance(m, ActNorm)):
+      with torch.no_grad():
+        h = x
+        for step in steps:
+          h = step(h)[0]
+    slot = _Slot()
+    for i, step in enumerate(steps):
+      if reversible:
+        x, ld = ReversibleStep.apply(x, step, slot, i == 0, i == len(steps) - 1,
+                                     *step.parameters())
+      else:
+        x, ld = step(x)
+      logdet = logdet + ld
+    return x, logdet
 
   def encode(self, v, y=None):
     """The flow on v: (latents per level, log|det dz/dv| per image, log prior(z) per image)."""
     zs, logdet, logp = [], 0, 0
     x = v
     for level, steps in enumerate(self.levels):
-      x = squeeze(x)
-      for step in steps:
-        x, ld = self._step(step, x)
-        logdet = logdet + ld
+      x, logdet = self._steps(steps, squeeze(x), logdet)
       if level < self.n_levels - 1:
         x, z, lp = self.splits[level](x)
         zs.append(z)

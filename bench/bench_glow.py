@@ -1,11 +1,13 @@
 """Glow on this CPU: speed against the CPU's own convolution throughput, memory against depth.
 
-Sampling and training speed as a share of the CPU's fp32 3x3 convolution throughput, and training
-memory against depth with and without gradient checkpointing.
+Sampling and training speed as a share of the CPU's fp32 3x3 convolution throughput, training
+memory against depth with and without the reversible backward pass (glow_checkpoint), and that
+pass's cost in time and float32 accuracy.
 
-    python bench/bench_glow.py                            # everything: several minutes
+    python bench/bench_glow.py                            # everything: 20-40 minutes here
     python bench/bench_glow.py --parts sample,train --threads 1 --cpu_time   # on a shared machine
     python bench/bench_glow.py --parts memory --memory_hidden 256
+    python bench/bench_glow.py --parts reversible --threads 1 --cpu_time
 
 Parts (--parts, comma-separated):
   sample  seconds per 256 x 256 sample (batch 1, temperature 0.7): the paper's 256 px
@@ -20,15 +22,22 @@ Parts (--parts, comma-separated):
           512 -> 512 at 16 x 16, batch 16 (oneDNN, NCHW and channels_last: the faster counts), so
           load from other jobs hits both alike; they print GFLOP/s and the ratio (goal: >= 70%).
   memory  one forward + backward pass at 32 px, L = 3, batch --memory_batch, --memory_hidden
-          channels, for K = 8, 16, 32, with and without checkpointing (glow_checkpoint), each in a
-          fresh process: the peak RSS during a second pass (reset just before it) over the RSS
-          before it (model, gradients and the kernels' caches allocated): the activation memory.
-          glibc is told to return freed blocks at once (MALLOC_MMAP_THRESHOLD_), so the peak
-          follows the live tensors.
+          channels, for K = 8, 16, 32, with and without glow_checkpoint, each in a fresh
+          process: the peak RSS during a second pass (reset just before it) over the RSS before
+          it (model, gradients and the kernels' caches allocated): the activation memory. glibc
+          is told to return freed blocks at once (MALLOC_MMAP_THRESHOLD_), so the peak follows
+          the live tensors.
           Training memory = that + the model's tensors (parameters, gradients, Adam's two
           moments: 16 bytes per parameter); the growth from K = 8 to 32 is printed for both (goal
-          with checkpointing: < 10%), and the step inputs checkpointing has to keep (K x one
-          image-sized tensor per level and image).
+          with glow_checkpoint: < 10%).
+  reversible  the cost of glow_checkpoint: seconds per training iteration (as train, same
+          weights) with it against without, in turns; and its float32 accuracy on a model
+          trained briefly (--accuracy_iters Adam steps on Shapes, 32 px, L = 3, K =
+          --accuracy_depth, --accuracy_hidden channels, batch 16): per level, the largest error
+          of the input the backward pass rebuilds (the level's steps inverted from their output)
+          relative to the input's largest value, in float32 and float64; and the gradients'
+          error against the plain pass's in float64 (|difference| over |float64 gradient|, all
+          parameters as one vector) for the plain and the reversible float32 passes.
 
 Measured 2026-12-06/07 on a 2-core AMD EPYC (AVX2, no AVX-512) that other jobs kept busy
 throughout (load average 4-10), torch 2.14.1:
@@ -48,12 +57,32 @@ throughout (load average 4-10), torch 2.14.1:
   channels_last (which the networks use on the CPU: training 5-10% and sampling 20% faster than
   NCHW), and ReLU, actnorm and Adam add memory-bound passes. The 1x1 convs as GEMMs (F.linear)
   and the thin convs as unfold/fold + GEMM measured no faster.
-  memory  hidden 512, batch 16, activations at K 8 / 16 / 32: without checkpointing 225 / 443 /
-          883 MB (+293%); with it 37 / 40 / 44 MB (+19%; the goal was < 10%). The growth is the
-          step inputs that torch.utils.checkpoint keeps (2.6 / 5.2 / 10.5 MB); removing it needs
-          the inputs recomputed from the outputs (the flow is invertible), not done here. Model
-          tensors (parameters, gradients, Adam) 168 / 336 / 672 MB, so training memory as a
-          whole grows +249% with checkpointing, +296% without.
+  memory  (2026-12-07, 2 threads, load average 7-11 from other jobs: RSS does not depend on it)
+          hidden 512, batch 16, K 8 / 16 / 32:
+            without glow_checkpoint: activations 225 / 444 / 883 MB (+293%), training memory
+              (+ model tensors: parameters, gradients, Adam, 168 / 336 / 672 MB) 393 / 780 /
+              1555 MB (+296%);
+            with it (the reversible backward pass): activations 35.1 / 35.6 / 35.3 MB (+0.6%:
+              constant; the goal of < 10% holds for them), training memory 203 / 372 / 707 MB
+              (+248%: the model tensors, which grow with K whatever is done, are 83-95% of it
+              here, so counted in, the goal cannot be met at this size).
+          Before (torch.utils.checkpoint per step, which keeps each step's input): activations
+          37 / 40 / 44 MB (+19%).
+  reversible  (2026-12-07, load average 4-5 for the 1-thread run, 5-8 for the 2-thread one):
+          1 thread, CPU time: K 8, batch 16, hidden 512: 2.92 s per iteration with
+            glow_checkpoint against 2.27 s without: x1.29 (one more forward of each step; the
+            coupling network runs once for the inverse and the recomputation).
+          2 threads, wall clock: 10.7 s against 7.0 s: x1.54 (noisier under this load).
+          float32 accuracy, hidden 64, 60 iterations: K 32 (1 thread): inputs rebuilt to 2e-05 /
+            9e-07 / 1e-06 of their largest value at levels 1 / 2 / 3 (float64: 1e-13 / 4e-15 /
+            6e-15); gradients' error against float64 3.2e-05 for the plain float32 pass and
+            3.2e-05 for the reversible one. K 8 (2 threads): 5e-06 / 4e-07 / 7e-07; 1.2e-06 plain,
+            5.5e-06 reversible (another K 8 run, 1 thread, outside the bench: 3.1e-06 against
+            5.2e-05). The first level, which sees the data's fine pixel steps, rebuilds least
+            exactly; its error grows with K (2x from K 8 to 32 here) and with how ill-conditioned
+            the learned inverse is (a tiny model, hidden 8, K 8, its weights perturbed at random
+            by 0.05, rebuilt its second level's input only to 8e-02 and its gradients were 1e-1
+            off), so under glow_checkpoint this part is worth rerunning on the trained weights.
 """
 import argparse
 import json
@@ -169,6 +198,91 @@ def train_speed(args):
                      % (args.train_depth, args.train_batch), iteration, flops, args)
 
 
+def reversible_cost(args):
+  x, y = shapes_batch(args.train_batch, 32)
+  plain = flow(32, 3, args.train_depth, 512)
+  with torch.no_grad():
+    plain(x)
+  reversible = flow(32, 3, args.train_depth, 512, glow_checkpoint=True)
+  reversible.load_state_dict(plain.state_dict())
+
+  def iteration(net, optimizer):
+    def run():
+      loss = net.loss(x, y)['loss']
+      optimizer.zero_grad(set_to_none=True)
+      loss.backward()
+      optimizer.step()
+    return run
+  times = interleaved({name: iteration(net, torch.optim.Adam(net.parameters(), lr=1e-5))
+                       for name, net in (('plain', plain), ('reversible', reversible))},
+                      args.repeats, args.cpu_time)
+  print('reversible 32 px, L 3, K %d, hidden 512, batch %d, one iteration: %.2f s with '
+        'glow_checkpoint, %.2f s without: x%.2f'
+        % (args.train_depth, args.train_batch, times['reversible'], times['plain'],
+           times['reversible'] / times['plain']))
+
+
+def rebuild_errors(net, v):
+  """Per level: max |input rebuilt from the level's output - input| / max |input|."""
+  errors = []
+  with torch.no_grad():
+    for level, steps in enumerate(net.levels):
+      v = Glow.squeeze(v)
+      x = v
+      for step in steps:
+        x = step(x)[0]
+      rebuilt = x
+      for step in reversed(steps):
+        rebuilt = step.reverse(rebuilt)
+      errors.append(((rebuilt - v).abs().max() / v.abs().max()).item())
+      if level < net.n_levels - 1:
+        v = net.splits[level](x)[0]
+  return errors
+
+
+def reversible_accuracy(args):
+  net = flow(32, 3, args.accuracy_depth, args.accuracy_hidden)
+  x, y = shapes_batch(256, 32)
+  with torch.no_grad():
+    net(x[:64], y[:64])
+  optimizer = torch.optim.Adam(net.parameters())
+  generator = torch.Generator().manual_seed(0)
+  for i in range(args.accuracy_iters):
+    optimizer.param_groups[0]['lr'] = 1e-3 * min(1, (i + 1) / 20)  # warm-up
+    batch = torch.randint(0, len(x), (16,), generator=generator)
+    loss = net.loss(x[batch], y[batch])['loss']
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+  x, y = x[:16], y[:16]
+  exact = net.double()
+  grads = {'float64': gradients(exact, x.double(), y)}
+  errors = {'float64': rebuild_errors(exact, exact.preprocess(x.double(), dequantize=False))}
+  net = exact.float()
+  errors['float32'] = rebuild_errors(net, net.preprocess(x, dequantize=False))
+  grads['plain'] = gradients(net, x, y)
+  net.checkpoint = True
+  grads['reversible'] = gradients(net, x, y)
+
+  def error(g):
+    return (torch.cat([(g[k].double() - grads['float64'][k]).flatten() for k in g]).norm()
+            / torch.cat([v.flatten() for v in grads['float64'].values()]).norm()).item()
+  print('reversible 32 px, L 3, K %d, hidden %d, after %d iterations (train bpd %.2f): input '
+        'rebuilt per level to %s in float32, %s in float64; gradients\' error against float64: '
+        'plain float32 %.1e, reversible float32 %.1e'
+        % (args.accuracy_depth, args.accuracy_hidden, args.accuracy_iters, loss.item(),
+           ' / '.join('%.0e' % e for e in errors['float32']),
+           ' / '.join('%.0e' % e for e in errors['float64']),
+           error(grads['plain']), error(grads['reversible'])))
+
+
+def gradients(net, x, y):
+  """{name: gradient} of the bits/dim on x (no dequantisation noise: the same in every dtype)."""
+  net.zero_grad(set_to_none=True)
+  net.bits_per_dim(net(x, y, dequantize=False)[1]).mean().backward()
+  return {name: p.grad for name, p in net.named_parameters()}
+
+
 def rss_mb(field):
   """VmRSS (now) or VmHWM (peak) of this process in MB, from /proc (Linux)."""
   with open('/proc/self/status') as f:
@@ -190,18 +304,7 @@ def memory_child(depth, checkpoint, hidden, batch):
   net.loss(x, y)['loss'].backward()
   peak = rss_mb('VmHWM')
   tensors = 16 * sum(p.numel() for p in net.parameters()) / 2 ** 20
-  inputs = 4 * batch * depth * sum(c * h * w for c, h, w in step_shapes(net)) / 2 ** 20
-  print(json.dumps({'activations': peak - before, 'tensors': tensors, 'inputs': inputs}))
-
-
-def step_shapes(net):
-  """(C, H, W) of the flow steps' inputs at each level."""
-  shapes, (c, size) = [], (3, net.resolution)
-  for level in range(net.n_levels):
-    c, size = 4 * c, size // 2
-    shapes.append((c, size, size))
-    c //= 2
-  return shapes
+  print(json.dumps({'activations': peak - before, 'tensors': tensors}))
 
 
 def memory(args):
@@ -215,22 +318,22 @@ def memory(args):
                             str(args.threads)],
                            env=env, check=True, capture_output=True, text=True).stdout
       r = results[depth] = json.loads(out.strip().splitlines()[-1])
-      print('memory   32 px, L 3, hidden %d, batch %d, K %2d, checkpointing %-3s: activations '
-            '%6.0f MB (step inputs %4.1f MB), model tensors %5.0f MB'
+      print('memory   32 px, L 3, hidden %d, batch %d, K %2d, glow_checkpoint %-3s: activations '
+            '%6.1f MB, model tensors %5.0f MB, training memory %5.0f MB'
             % (args.memory_hidden, args.memory_batch, depth, 'on' if checkpoint else 'off',
-               r['activations'], r['inputs'], r['tensors']))
+               r['activations'], r['tensors'], r['activations'] + r['tensors']))
     growth = results[32]['activations'] / results[8]['activations'] - 1
     total = ((results[32]['activations'] + results[32]['tensors'])
              / (results[8]['activations'] + results[8]['tensors']) - 1)
-    print('memory   checkpointing %-3s: K 8 -> 32: activations %+.0f%%, training memory '
+    print('memory   glow_checkpoint %-3s: K 8 -> 32: activations %+.1f%%, training memory '
           '(activations + model tensors) %+.0f%%' % ('on' if checkpoint else 'off', 100 * growth,
                                                        100 * total))
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--parts', default='sample,train,memory',
-                      help='comma-separated: sample, train, memory')
+  parser.add_argument('--parts', default='sample,train,memory,reversible',
+                      help='comma-separated: sample, train, memory, reversible')
   parser.add_argument('--repeats', type=int, default=5,
                       help='timed runs per measurement (the best counts)')
   parser.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
@@ -243,11 +346,18 @@ def main():
   parser.add_argument('--memory_hidden', type=int, default=512,
                       help='hidden channels of the memory runs')
   parser.add_argument('--memory_batch', type=int, default=16, help='batch of the memory runs')
+  parser.add_argument('--accuracy_depth', type=int, default=32,
+                      help='K of the model the reversible part measures float32 accuracy on')
+  parser.add_argument('--accuracy_hidden', type=int, default=64,
+                      help='hidden channels of that model')
+  parser.add_argument('--accuracy_iters', type=int, default=60,
+                      help='training iterations of that model before it is measured')
   parser.add_argument('--memory_child', nargs=2, type=int, metavar=('K', 'CHECKPOINT'),
                       help=argparse.SUPPRESS)
   args = parser.parse_args()
-  if not set(args.parts.split(',')) <= {'sample', 'train', 'memory'}:
-    parser.error('--parts takes sample, train, memory, comma-separated (got %s)' % args.parts)
+  if not set(args.parts.split(',')) <= {'sample', 'train', 'memory', 'reversible'}:
+    parser.error('--parts takes sample, train, memory, reversible, comma-separated (got %s)'
+                 % args.parts)
   if args.sample_depth < 2:
     parser.error('--sample_depth must be at least 2 (the FLOPs at K = 32 are extrapolated from '
                  'those at K and at 1)')
@@ -264,6 +374,9 @@ def main():
     train_speed(args)
   if 'memory' in parts:
     memory(args)
+  if 'reversible' in parts:
+    reversible_cost(args)
+    reversible_accuracy(args)
 
 
 if __name__ == '__main__':
