@@ -1,4 +1,5 @@
-"""Checkpoints in the original's layout, written atomically and loaded safely.
+"""Checkpoints in the original's layout, written atomically and loaded safely; one training run per
+experiment folder.
 
 A save is the set weights_root/<exp>/{G, G_optim, D, D_optim, G_ema, state_dict}{_suffix}.pth,
 exactly the files the original writes and reads (suffixes: '', copy{n}, best{n}).
@@ -11,14 +12,37 @@ last. A crash before the commit leaves the old set (`recover` drops the .new and
 crash after it leaves a complete new set, which `recover` finishes renaming. Either way a loader
 never sees a mixture of two saves.
 
+Exact resume: a set holds the state as it stands at the end of its iteration. The original saved
+and then sampled its fixed samples, sheets and interpolations; sampling G_ema (or G) in training
+mode, or accumulating standing statistics, moves power-iteration vectors and BN statistics, so its
+run went on from a state that no checkpoint held, and a resumed run drifted from the uninterrupted
+one. Undoing the sampling's effect would change the original's trajectory, of which it is part; so
+train.py samples and evaluates first and writes afterwards (`save_iteration`), with the random
+states, the copy rotation and every other counter as they stand when the iteration ends (save_num
+already advanced: the original's files held the value before its increment, so its resume wrote
+the next copy over the newest one). Within an iteration the plain set comes first, then copy{n},
+then best{n}: a crash between them leaves the plain set, the newest, which resumes exactly (a
+best{n} due at that moment is then not written). best{n} keep the original's bookkeeping (best_IS,
+best_FID and save_best_num from before their evaluation), so a best{n} due at an iteration without
+a regular save brings a plain set of that iteration with it, and the newest set is never a best.
+
 Safe: every file is read with torch.load(weights_only=True). The original pickled nn.ReLU modules
 (and sometimes numpy scalars) inside state_dict.pth, so exactly those classes are allow-listed; any
 other object in a checkpoint is refused before it can run.
+
+One run per folder: `lock_run` takes an advisory lock (fcntl.flock) on weights_root/<exp>/train.lock
+before a run writes anything; the OS frees it when the process ends, even by SIGKILL, so a killed
+run never blocks its --resume. A second train.py on the folder stops with the holder's PID and host.
+`set_aside` moves an earlier run of the same name out of the way when a run starts over without
+--resume (the original deleted its logs and overwrote its checkpoints).
 """
 import errno
+import functools
 import os
 import random
+import socket
 import sys
+import time
 
 import numpy as np
 import torch
@@ -166,6 +190,17 @@ def save_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=No
   save_set('/'.join([weights_root, experiment_name]), items, state_dict, name_suffix)
 
 
+def save_iteration(G, D, state_dict, weights_root, experiment_name, sets, G_ema=None):
+  """Write the sets due at the end of an iteration, [(suffix, state overrides)]: the plain set
+  first (also when only a best{n} is due), then copy{n}, then best{n} (see the module doc)."""
+  if not sets:
+    return
+  due = dict(sets)
+  due.setdefault(None, {})
+  for suffix in sorted(due, key=lambda s: (s is not None, not str(s).startswith('copy'), str(s))):
+    save_weights(G, D, {**state_dict, **due[suffix]}, weights_root, experiment_name, suffix, G_ema)
+
+
 def save_set(root, items, state_dict, name_suffix=None):
   """Write the files [(name, state)] and then the state file of one set in `root`, atomically:
   every file goes to a temporary name in full, the state file's rename commits the set."""
@@ -212,7 +247,7 @@ def recover(root):
 
 def _recover(root):
   """The body of `recover`, callable where a `recover=` keyword shadows that name."""
-  if not os.path.isdir(root):
+  if not os.path.isdir(root) or in_use(root):  # a running train.py finishes its own saves
     return []
   try:
     return _recover_files(root)
@@ -388,3 +423,176 @@ def _tuples(value):
   if isinstance(value, tuple):
     return tuple(_tuples(v) for v in value)
   return value
+
+
+# ---------------------------------------------------------------------------------------------
+# One run per experiment folder
+# ---------------------------------------------------------------------------------------------
+
+LOCK_FILE = 'train.lock'
+_held = {}  # real lock path -> (file descriptor, whether this process created the folder)
+
+
+def _close_held_in_child():
+  """A forked child (a data-loader worker) must not keep the parent's lock alive after the
+  parent dies: closing its copy of the descriptor leaves the parent's lock in place."""
+  for fd, _ in _held.values():
+    try:
+      os.close(fd)
+    except OSError:
+      pass
+  _held.clear()
+
+
+if hasattr(os, 'register_at_fork'):
+  os.register_at_fork(after_in_child=_close_held_in_child)
+
+
+def lock_run(folder):
+  """Take the run lock of an experiment folder (created if missing) before anything is written to
+  it; a UserError naming the holder when another process has it. Returns the lock's path, or None
+  where the system has no flock (then nothing stops a second run)."""
+  try:
+    import fcntl
+  except ImportError:
+    return None
+  created = not os.path.isdir(folder)
+  path = os.path.join(folder, LOCK_FILE)
+  for _ in range(100):  # until the file locked is the one at `path` (a finishing run removes it)
+    try:
+      os.makedirs(folder, exist_ok=True)
+      fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_CLOEXEC', 0), 0o644)
+    except FileNotFoundError:
+      continue  # the folder was removed in between by a run that ended before starting
+    except OSError as e:
+      raise UserError('could not create the lock file %s (%s); fix --weights_root or its '
+                      'permissions' % (path, errors.os_reason(e)))
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      holder = os.read(fd, 200).decode('utf-8', 'replace').strip()
+      os.close(fd)
+      if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        _warn('cannot lock %s (%s); nothing stops a second train.py on this experiment'
+              % (path, errors.os_reason(e)))
+        return None
+      raise UserError('experiment %s is in use by another train.py (%s); wait for it to end or '
+                      'stop it, or train into another --experiment_name'
+                      % (folder, holder or 'a process that has not written its PID yet'))
+    try:
+      same = os.path.samestat(os.stat(path), os.fstat(fd))
+    except FileNotFoundError:
+      same = False
+    if same:
+      break
+    os.close(fd)
+  else:
+    raise UserError('could not lock %s: it keeps being replaced; check that only one train.py runs '
+                    'on this experiment' % path)
+  os.ftruncate(fd, 0)
+  os.write(fd, ('PID %d on host %s, since %s\n' % (os.getpid(), socket.gethostname(),
+                                                    time.strftime('%Y-%m-%d %H:%M:%S'))).encode())
+  path = os.path.realpath(path)  # one key however --weights_root is spelled
+  _held[path] = (fd, created)
+  return path
+
+
+def in_use(folder):
+  """Whether another process holds the run lock of `folder` (sample.py reading a folder that is
+  being trained into must leave its unfinished save alone)."""
+  path = os.path.join(folder, LOCK_FILE)
+  if os.path.realpath(path) in _held or not os.path.exists(path):
+    return False
+  try:
+    import fcntl
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
+  except (ImportError, OSError):
+    return False
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    return False
+  except OSError as e:
+    return e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
+  finally:
+    os.close(fd)  # also gives back the shared lock
+
+
+def release_run(path):
+  """Give the lock back and remove its file (and a folder this run created and left empty)."""
+  if path not in _held:
+    return
+  fd, created = _held.pop(path)
+  try:
+    if os.path.samestat(os.stat(path), os.fstat(fd)):
+      os.remove(path)  # while still locked: a waiting process sees the file gone and retries
+  except OSError:
+    pass
+  os.close(fd)
+  if created:
+    try:
+      os.rmdir(os.path.dirname(path))
+    except OSError:
+      pass  # not empty: a run that wrote something
+
+
+def releases_locks(function):
+  """Decorator: the run locks taken during function() are given back when it returns or raises
+  (a later run in the same process, e.g. a test or a notebook, can lock the folder again)."""
+  @functools.wraps(function)
+  def wrapper(*args, **kwargs):
+    before = set(_held)
+    try:
+      return function(*args, **kwargs)
+    finally:
+      for path in [p for p in _held if p not in before]:
+        release_run(path)
+  return wrapper
+
+
+def set_aside(experiment_name, weights_root, logs_root, samples_root):
+  """Move an earlier run of this name (its checkpoints, logs and samples) to <name>.old-<date>
+  in the same roots, for a run that starts over in its place; returns the new name, or None when
+  there was nothing to move. The lock file stays where it is (this run holds it)."""
+  weights = os.path.join(weights_root, experiment_name)
+  candidates = [weights, os.path.join(logs_root, experiment_name),
+                os.path.join(logs_root, experiment_name + '_log.jsonl'),
+                os.path.join(samples_root, experiment_name)]
+  found, seen = [], set()
+  for path in candidates:
+    real = os.path.realpath(path)
+    if real in seen or not os.path.exists(path):
+      continue
+    seen.add(real)
+    if os.path.isdir(path) and not [e for e in os.listdir(path) if e != LOCK_FILE]:
+      continue
+    found.append(path)
+  if not found:
+    return None
+  stamp = time.strftime('%Y%m%d-%H%M%S')
+  for n in range(1, 1000):
+    name = '%s.old-%s%s' % (experiment_name, stamp, '' if n == 1 else '-%d' % n)
+    targets = [_renamed(path, experiment_name, name) for path in found]
+    if not any(os.path.lexists(t) for t in targets):
+      break
+  try:
+    for path, target in zip(found, targets):
+      if os.path.isdir(path) and LOCK_FILE in os.listdir(path):  # the locked folder: its contents
+        os.makedirs(target)
+        for entry in os.listdir(path):
+          if entry != LOCK_FILE:
+            os.rename(os.path.join(path, entry), os.path.join(target, entry))
+      else:
+        os.rename(path, target)
+  except OSError as e:
+    raise UserError('could not move the earlier run of %s aside (%s: %s); move or delete %s '
+                    'yourself, or continue that run with --resume'
+                    % (experiment_name, e.filename or path, errors.os_reason(e), path))
+  print('Notice: this experiment already had a run (no --resume): moved its %s aside to %s, '
+        'nothing deleted; to continue a run instead, use --resume'
+        % (', '.join(found), name))
+  return name
+
+
+def _renamed(path, old, new):
+  folder, base = os.path.split(path)
+  return os.path.join(folder, new + base[len(old):])

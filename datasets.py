@@ -24,6 +24,7 @@ import os
 import pickle
 import re
 import sys
+import zipfile
 
 import h5py
 import numpy as np
@@ -185,6 +186,9 @@ def _list_images(folder, stamps=None):
   return found
 
 
+SPLIT_NAMES = ('train', 'training', 'val', 'valid', 'validation', 'test', 'testing')
+
+
 def find_classes(root):
   """Class subfolder names of an image folder (sorted, hidden ones ignored), checked."""
   if not os.path.isdir(root):
@@ -197,6 +201,12 @@ def find_classes(root):
                              'subfolder per class (a single subfolder for unlabelled data)' % root)
     raise errors.UserError('%s has no class subfolders with images; point --dataset at a folder '
                            'with one subfolder per class' % root)
+  if len(classes) > 1 and all(c.lower() in SPLIT_NAMES for c in classes):
+    train = [c for c in classes if c.lower().startswith('train')] or classes
+    warn_once(('splits', root), '%s has the subfolders %s, which look like dataset splits, not '
+              'classes, yet become %d classes; if each holds one subfolder per class, point '
+              '--dataset at %s' % (root, ', '.join(classes), len(classes),
+                                   os.path.join(root, train[0])))
   return classes
 
 
@@ -238,6 +248,10 @@ class ImageFolder(ImageDataset):
             return None
         return saved['files'], saved['labels']
     except (OSError, KeyError, ValueError):  # missing, older format, or a folder gone
+      return None
+    except (zipfile.BadZipFile, EOFError) as e:  # cut short (a full disk, a killed run)
+      print('warning: the file index %s is damaged (%s); indexing %s again'
+            % (cache, errors.reason(e), root), file=sys.stderr, flush=True)
       return None
 
   @staticmethod
@@ -288,6 +302,10 @@ def inspect_hdf5(path, need_labels=True):
         raise errors.UserError('%s has no "imgs" and "labels" datasets, so it is not a dataset '
                                'file; %s' % (path, redo))
       imgs, labels = f['imgs'], f['labels']
+      groups = [name for name in ('imgs', 'labels') if not isinstance(f[name], h5py.Dataset)]
+      if groups:
+        raise errors.UserError('%s: "%s" is an HDF5 group, not a dataset; %s'
+                               % (path, '" and "'.join(groups), redo))
       if (imgs.ndim != 4 or imgs.shape[1] != 3 or imgs.shape[2] != imgs.shape[3]
           or imgs.dtype != np.uint8 or labels.ndim != 1 or labels.dtype.kind not in 'iu'
           or len(labels) != len(imgs) or len(imgs) == 0):
@@ -672,8 +690,10 @@ class EpochSampler(_Shards):
     m = self.epoch_length
     self.batches_per_epoch = m // batch_size if drop_last else -(-m // batch_size)
     if self.batches_per_epoch == 0:
-      raise errors.UserError('%d images per process are fewer than one batch of %d; lower '
-                             '--batch_size or use more data' % (m, batch_size))
+      raise errors.UserError('%d images per process are fewer than one batch of %d (train.py\'s '
+                             'batch is one iteration\'s images: --batch_size x --num_D_steps x '
+                             '--num_D_accumulations); lower those or use more data'
+                             % (m, batch_size))
     self.used = min(self.batches_per_epoch * batch_size, m)  # samples per epoch
     self.set_epoch(*divmod(start_itr, self.batches_per_epoch))
 

@@ -10,6 +10,9 @@ same seed; data are sharded by global rank (datasets.py); random z/y streams dif
 Gradients are averaged by DistributedDataParallel: G (with its shared embedding) and D are wrapped
 separately, so G_D can use whichever is being trained.
 
+Rank 0 alone takes the experiment's run lock (`on_main`: a refusal there stops every rank with
+its message) and writes checkpoints, logs and samples.
+
 Batch arithmetic: one D step sees batch_size x num_D_accumulations x world_size images; the
 original's 256 x 8 on 8 GPUs (2048) is batch_size 32 x 8 accumulations x 8 processes.
 """
@@ -140,6 +143,22 @@ def gather_objects(obj, ctx):
   out = [None] * ctx.world_size
   dist.all_gather_object(out, obj, group=ctx.control)
   return out
+
+
+def on_main(ctx, function, *args):
+  """function(*args) on rank 0 alone (e.g. taking the run lock); a UserError there stops every
+  rank with the same one-line message. Returns rank 0's result on rank 0, None elsewhere."""
+  result = error = None
+  if ctx.is_main:
+    try:
+      result = function(*args)
+    except UserError as e:
+      error = str(e)
+  if ctx.distributed:
+    error = gather_objects(error, ctx)[0]
+  if error:
+    raise UserError(error)
+  return result
 
 
 def barrier(ctx):

@@ -6,8 +6,12 @@ else is a bug and keeps its traceback. Scripts build their flags with `ArgumentP
 mistyped flag is one such line too.
 """
 import argparse
+import contextlib
 import errno
+import re
+import signal
 import sys
+import threading
 
 
 class UserError(Exception):
@@ -19,9 +23,39 @@ def run_main(main, *args, **kwargs):
   try:
     return main(*args, **kwargs)
   except UserError as e:
-    message = ' '.join(str(e).split())  # always exactly one line
+    message = ' '.join(user_message(e).split())  # always exactly one line
     print('error: %s' % message, file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+def user_message(error):
+  """The message of a UserError. One raised in a data-loader worker reaches the main process
+  re-raised with the worker's whole traceback as its text: keep the message at its end."""
+  text = str(error)
+  if 'Original Traceback' not in text:
+    return text
+  found = re.search(r'^\S*UserError: (.*)\Z', text.rstrip(), re.M | re.S)
+  worker = re.search(r'in DataLoader worker process (\d+)', text)
+  if not found:
+    return text
+  return found.group(1) + (' (in data-loader worker %s)' % worker.group(1) if worker else '')
+
+
+@contextlib.contextmanager
+def sigterm_exits(message):
+  """SIGTERM (a scheduler's stop, `kill`) exits through Python, so that `finally` blocks remove
+  temporary files (the default action ends the process without them); prints `message`."""
+  def stop(signum, frame):
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+  if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+    yield
+    return
+  previous = signal.signal(signal.SIGTERM, stop)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 def reason(exception, limit=300):
@@ -38,7 +72,15 @@ def os_reason(e):
 
 class ArgumentParser(argparse.ArgumentParser):
   """argparse whose errors are UserErrors: one line instead of argparse's usage block (dozens of
-  lines for the shared parser, with the error at the end)."""
+  lines for the shared parser, with the error at the end). A negative number in exponent form
+  (--G_lr -1e-4) is a value, as -0.0001 always was."""
+
+  def __init__(self, *args, **kwargs):
+    super(ArgumentParser, self).__init__(*args, **kwargs)
+    self._negative_number_matcher = re.compile(r'^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$')
 
   def error(self, message):
+    flag = re.match(r'argument ([^/:]+)\S*: expected one argument', message)
+    if flag:  # most often a value that argparse took for a flag
+      message += ' (a value that starts with "-" is written %s=-VALUE)' % flag.group(1)
     raise UserError('%s; see %s --help' % (message, self.prog))

@@ -4,7 +4,8 @@ The file has the original's layout, so files made by either tool load in the oth
 N x 3 x H x W chunked (chunk_size, 3, H, W), 'labels' int64 N; plus attributes resolution,
 n_classes, class_names, crop, stats_name, source and skipped. Images are long-edge centre crops,
 resized; unreadable images are skipped and counted. The file is written under a temporary name
-and renamed when complete, so an interrupted run never leaves a file that looks finished.
+and renamed when complete, so an interrupted run (SIGTERM included) never leaves a file that looks
+finished, nor a temporary one; an existing file is replaced only with --overwrite.
 
 Usage:
   python make_hdf5.py --dataset I128 --data_root data        # data/ImageNet -> data/ILSVRC128.hdf5
@@ -46,6 +47,9 @@ def prepare_parser():
       help='Images per HDF5 chunk (default: %(default)s)')
   add('--compression', action='store_true', default=False,
       help='Compress with LZF: a little smaller, much slower to read (default: %(default)s)')
+  add('--overwrite', action='store_true', default=False,
+      help='(new) Replace an existing --out file (without it an existing file is never touched) '
+           '(default: %(default)s)')
   return parser
 
 
@@ -112,6 +116,17 @@ class _Appender:
     self.written, self.filled = end, 0
 
 
+def check_out(out, overwrite=False):
+  """An existing --out is replaced only when asked (the original wrote over anything there)."""
+  if os.path.isfile(out) and not overwrite:
+    try:
+      what = 'an HDF5 dataset of %d images' % datasets.inspect_hdf5(out, need_labels=False)['n']
+    except errors.UserError:
+      what = 'not an HDF5 dataset'
+    raise errors.UserError('--out %s already exists (%s); choose another --out, or pass '
+                           '--overwrite to replace it' % (out, what))
+
+
 def write_hdf5(dataset, out, batch_size=256, num_workers=16, chunk_size=500, compression=False,
                source=''):
   """Writes `dataset` (an ImageDataset with .info) to `out` in order; returns (written, skipped).
@@ -162,10 +177,12 @@ def run(config):
   if dataset.endswith('_hdf5'):
     raise errors.UserError('--dataset %s is already HDF5; give the image dataset it is made from, '
                            '%s' % (dataset, dataset[:-len('_hdf5')]))
-  source = datasets.open_dataset(dataset, config['data_root'], config['resolution'])
-  if source.info['kind'] == 'hdf5':
+  info = datasets.dataset_info(dataset, config['data_root'], config['resolution'])
+  if info['kind'] == 'hdf5':
     raise errors.UserError('--dataset %s is already an HDF5 file' % dataset)
-  out = config['out'] or default_out(dataset, source.info, config['data_root'])
+  out = config['out'] or default_out(dataset, info, config['data_root'])
+  check_out(out, config['overwrite'])  # before the folder is indexed
+  source = datasets.open_dataset(dataset, config['data_root'], config['resolution'])
   print('Writing %d images of %s at %d px to %s (chunks of %d, compression %s)...'
         % (len(source), dataset, source.resolution, out, config['chunk_size'],
            'lzf' if config['compression'] else 'none'))
@@ -178,7 +195,8 @@ def run(config):
 
 def main(argv=None):
   config = vars(prepare_parser().parse_args(argv))
-  return run(config)
+  with errors.sigterm_exits('make_hdf5.py: stopped by SIGTERM; the output was not written'):
+    return run(config)
 
 
 if __name__ == '__main__':

@@ -5,11 +5,13 @@ converts the PNG folder with make_hdf5.py at --resolution, then reads shuffled e
 loader (best of two). Prints images/s and ratios against the folder loaders (goal: lazy HDF5 >= 5x
 the folder loader at num_workers=0), and make_hdf5's images/s and peak RSS for the dataset and for
 4x and 12x as many images (goal: flat memory). torch runs single-threaded, as in DataLoader
-workers, so the numbers measure the loaders rather than thread contention on a busy machine.
+workers, so the numbers measure the loaders rather than thread contention on a busy machine. Each
+batch goes to --device as in train.py (pinned memory and non-blocking copies on CUDA; the clock
+waits for the copies, bench/devices.py).
 
 Usage:
   python bench/bench_data.py                       # 1000 images, 256 px sources, 128 px output
-  python bench/bench_data.py --images 4000 --num_workers 2
+  python bench/bench_data.py --images 4000 --num_workers 2 --device cuda
 """
 import argparse
 import os
@@ -17,14 +19,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import torch
 
-import torch  # noqa: E402
+import devices  # puts the project root on sys.path
 
 import datasets  # noqa: E402
+
+ROOT = devices.ROOT
 
 
 def prepare_parser():
@@ -38,19 +40,23 @@ def prepare_parser():
   add('--batch_size', type=int, default=64, help='Loader batch size (default: %(default)s)')
   add('--num_workers', type=int, default=0,
       help='Loader and make_hdf5 worker processes (default: %(default)s)')
+  devices.add_device_flag(parser)
   return parser
 
 
 def images_per_second(dataset, config, **kwargs):
-  """The best of two shuffled epochs (the first also warms the OS file cache)."""
+  """The best of two shuffled epochs (the first also warms the OS file cache), every batch moved
+  to the device."""
+  device = config['device']
   loader = datasets.get_data_loaders(dataset, batch_size=config['batch_size'],
                                      num_workers=config['num_workers'], shuffle=True, **kwargs)[0]
   speeds = []
   for _ in range(2):
-    start, count = time.perf_counter(), 0
-    for x, _ in loader:
+    start, count = devices.clock(device), 0
+    for x, y in loader:
+      x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
       count += len(x)
-    speeds.append(count / (time.perf_counter() - start))
+    speeds.append(count / (devices.clock(device) - start))
   return max(speeds)
 
 
@@ -73,6 +79,8 @@ def make_hdf5_run(folder, out, config):
 def main():
   config = vars(prepare_parser().parse_args())
   torch.set_num_threads(1)
+  config['device'] = devices.pick(config['device'])
+  print('torch %s; %s' % (torch.__version__, devices.describe(config['device'])))
   res = config['resolution']
   with tempfile.TemporaryDirectory() as tmp:
     print('Drawing %d images of %d px...' % (config['images'], config['source_size']))

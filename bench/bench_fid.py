@@ -21,22 +21,27 @@ Usage:
   python bench/bench_fid.py                        # both parts
   python bench/bench_fid.py --skip_memory          # FID only
   python bench/bench_fid.py --sizes 100,800        # dataset sizes for part 2 (default 200,2000)
+  python bench/bench_fid.py --device cuda          # Newton-Schulz and the moments script on CUDA
+
+--device (auto: CUDA when present) runs the float32 Newton-Schulz FID (a device method) and the
+moments script there; the float64 methods are host code. Clock reads wait for the device
+(bench/devices.py).
 """
 import argparse
 import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import scipy.linalg
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import devices  # puts the project root on sys.path
 
 import inception_utils  # noqa: E402
+
+ROOT = devices.ROOT
 
 
 def prepare_parser():
@@ -49,16 +54,17 @@ def prepare_parser():
       help='Two dataset sizes for the memory runs, comma-separated (default: %(default)s)')
   add('--skip_memory', action='store_true', default=False,
       help='Only time the FID methods (default: %(default)s)')
+  devices.add_device_flag(parser)
   return parser
 
 
-def best_of_two(fn):
+def best_of_two(fn, device='cpu'):
   """(seconds of the faster of two calls, result)."""
   times, result = [], None
   for _ in range(2):
-    start = time.perf_counter()
+    start = devices.clock(device)
     result = fn()
-    times.append(time.perf_counter() - start)
+    times.append(devices.clock(device) - start)
   return min(times), result
 
 
@@ -88,7 +94,8 @@ def bench_fid(config):
   def sqrtm_fid():
     return fid_with(mu1, s1, mu2, s2, np.trace(scipy.linalg.sqrtm(s1 @ s2)).real)
 
-  t1, t2 = torch.tensor(s1, dtype=torch.float32), torch.tensor(s2, dtype=torch.float32)
+  device = config['device']
+  t1, t2 = (torch.tensor(s, dtype=torch.float32, device=device) for s in (s1, s2))
 
   def newton_schulz_fid():
     root = inception_utils.sqrt_newton_schulz((t1 @ t2).unsqueeze(0), 50)[0]
@@ -97,12 +104,12 @@ def bench_fid(config):
   runs = [('new (pivoted Cholesky, float64)',
            lambda: inception_utils.numpy_calculate_frechet_distance(mu1, s1, mu2, s2)),
           ('scipy.linalg.sqrtm (float64)', sqrtm_fid),
-          ('50 Newton-Schulz iterations (float32)', newton_schulz_fid)]
+          ('50 Newton-Schulz iterations (float32, %s)' % device, newton_schulz_fid)]
   print('FID at d = %d from %d samples per set; reference FID %.10g (%d threads)'
         % (d, config['samples'], reference, torch.get_num_threads()))
   results = []
   for name, fn in runs:
-    seconds, fid = best_of_two(fn)
+    seconds, fid = best_of_two(fn, device)
     results.append((name, seconds, fid))
   new_seconds = results[0][1]
   for name, seconds, fid in results:
@@ -115,7 +122,7 @@ def bench_fid(config):
                       'ok' if error <= 1e-9 else 'MISSED'))
 
 
-def moments_run(root, folder, weights):
+def moments_run(root, folder, weights, device):
   """(seconds, peak RSS, median RSS in MB) of calculate_inception_moments.py in a fresh process."""
   code = ('import resource, statistics, sys, threading, time; sys.path.insert(0, %r)\n'
           'import calculate_inception_moments as c\n'
@@ -131,7 +138,7 @@ def moments_run(root, folder, weights):
   result = subprocess.run(
       [sys.executable, '-c', code, '--dataset', folder, '--resolution', '32',
        '--data_root', root, '--inception_net', 'tf', '--inception_weights', weights,
-       '--batch_size', '50', '--num_workers', '0', '--device', 'cpu'],
+       '--batch_size', '50', '--num_workers', '0', '--device', device],
       capture_output=True, text=True, check=True)
   seconds, peak_kb, median_kb = result.stdout.split()[-3:]
   return float(seconds), int(peak_kb) / 1024., float(median_kb) / 1024.
@@ -144,7 +151,8 @@ def bench_memory(config):
   with tempfile.TemporaryDirectory() as root:
     weights = os.path.join(root, 'weights.pth')
     torch.save(inception_utils._build('tf').state_dict(), weights)
-    print('calculate_inception_moments.py, TF network (random weights), 32 px images, CPU:')
+    print('calculate_inception_moments.py, TF network (random weights), 32 px images, %s:'
+          % config['device'])
     peaks, medians = [], []
     for n in sizes:
       folder = os.path.join(root, 'set%d' % n)
@@ -152,7 +160,7 @@ def bench_memory(config):
         os.makedirs(os.path.join(folder, 'c%d' % (i % 10)), exist_ok=True)
         pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(os.path.join(folder, 'c%d' % (i % 10), '%d.png' % i))
-      seconds, peak, median = moments_run(root, folder, weights)
+      seconds, peak, median = moments_run(root, folder, weights, config['device'])
       peaks.append(peak)
       medians.append(median)
       print('  %6d images: %7.1f s (%.1f images/s), RSS peak %7.1f MB, median %7.1f MB; the '
@@ -164,6 +172,8 @@ def bench_memory(config):
 
 def main():
   config = vars(prepare_parser().parse_args())
+  config['device'] = devices.pick(config['device'])
+  print('torch %s; %s' % (torch.__version__, devices.describe(config['device'])))
   bench_fid(config)
   if not config['skip_memory']:
     bench_memory(config)

@@ -1,6 +1,6 @@
 """Sampling speed of sample.py --sample_npz against the original's loop, in the same run.
 
-    python bench/bench_sample.py [--num_images N] [--repeats 3] [--threads 2]
+    python bench/bench_sample.py [--num_images N] [--repeats 3] [--threads 2] [--device cuda]
 
 For each config (random weights written as a weights folder first; N images, by default 400 at
 32 px and 64 at 128 px): images/s of
@@ -8,23 +8,23 @@ For each config (random weights written as a weights folder first; N images, by 
          into one preallocated array, write samples.npz
   naive  the original's loop over the same G and noise: per batch
          np.uint8(255 * (x.cpu().numpy() + 1) / 2) appended to a list, concatenated, np.savez
-and their ratio (ours / naive). Best of --repeats whole runs taken in turns; G_eval_mode, fp32. Also prints the
-largest pixel difference between the two files (1 level: rounding against truncation).
+and their ratio (ours / naive). Best of --repeats whole runs taken in turns; G_eval_mode, fp32, on
+--device (auto: CUDA when present; both end with the images on the host, so the clock waits for
+the device). Also prints the largest pixel difference between the two files (1 level: rounding
+against truncation).
 """
 import argparse
 import contextlib
 import io
 import os
 import shlex
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import devices  # puts the project root on sys.path
 
 import checkpoints  # noqa: E402
 import sample  # noqa: E402
@@ -50,16 +50,16 @@ def write_weights(flags, weights_root):
   return exp
 
 
-def naive(flags, num_images, path):
+def naive(flags, num_images, path, device):
   """The original sample.py --sample_npz, on the same G and random streams as sample.py."""
   config = utils.prepare_config(vars(sample.prepare_parser().parse_args(shlex.split(flags))))
   config['skip_init'], config['no_optim'] = True, True
   utils.seed_rng(config['seed'])
-  G = utils.load_model_module(config['model']).Generator(**config)
+  G = utils.load_model_module(config['model']).Generator(**config).to(device)
   checkpoints.load_weights(G, None, {}, config['weights_root'], utils.name_from_config(config),
                            None, strict=False, load_optim=False)
   batch_size = max(config['G_batch_size'], config['batch_size'])
-  z_, y_ = sampling.prepare_z_y(batch_size, G.dim_z, config['n_classes'], device='cpu')
+  z_, y_ = sampling.prepare_z_y(batch_size, G.dim_z, config['n_classes'], device=device)
   G.eval()
   x, y = [], []
   for _ in range(int(np.ceil(num_images / float(batch_size)))):
@@ -88,20 +88,23 @@ def main():
                       help='images per --sample_npz run; 0: 400 at 32 px, 64 at 128 px')
   parser.add_argument('--repeats', type=int, default=3, help='timed runs of each (default: 3)')
   parser.add_argument('--threads', type=int, default=2, help='torch.set_num_threads (default: 2)')
+  devices.add_device_flag(parser)
   args = parser.parse_args()
   torch.set_num_threads(args.threads)
+  device = devices.pick(args.device)
+  print('torch %s; %s' % (torch.__version__, devices.describe(device)))
   print('%-28s %8s %12s %12s %7s %9s' % ('config', 'images', 'ours im/s', 'naive im/s', 'ratio',
                                          'max diff'))
   with tempfile.TemporaryDirectory() as tmp:
     for label, (model_flags, default_images) in CONFIGS.items():
       n = args.num_images or default_images
       exp = write_weights(model_flags, os.path.join(tmp, 'weights'))
-      flags = '%s --G_eval_mode --device cpu --weights_root %s/weights --samples_root %s' % (
-          model_flags, tmp, tmp)
+      flags = '%s --G_eval_mode --device %s --weights_root %s/weights --samples_root %s' % (
+          model_flags, device, tmp, tmp)
       ours_argv = shlex.split(flags + ' --sample_npz --sample_num_npz %d' % n)
       ref_path = os.path.join(tmp, 'naive.npz')
       t_ours, t_naive = best_times([lambda: sample.main(ours_argv),
-                                    lambda: naive(flags, n, ref_path)], args.repeats)
+                                    lambda: naive(flags, n, ref_path, device)], args.repeats)
       with np.load(os.path.join(tmp, exp, 'samples.npz')) as a, np.load(ref_path) as b:
         assert np.array_equal(a['y'], b['y'])
         diff = int(np.abs(a['x'].astype(int) - b['x'].astype(int)).max())

@@ -4,6 +4,7 @@
     python bench/bench_vs_original.py --original /path/to/BigGAN-PyTorch-checkout \\
         --columns fp32,bf16 --ch 32 --batch_size 32 --num_D_steps 2 --rounds 5 --iters 2
     python bench/bench_vs_original.py --original /path/to/checkout --rounds 1 --iters 1 --warmup 1
+    python bench/bench_vs_original.py --original /path/to/checkout --device cuda --columns fp32,bf16
 
 --original is a checkout of ajbrock/BigGAN-PyTorch (any folder holding at least its BigGAN.py,
 layers.py, utils.py, train_fns.py and losses.py). Its files are imported as they are, never copied
@@ -24,7 +25,8 @@ down to 2 cores: ch 32, batch 32, 2 D steps, 32 px, 10 classes, fp32 weights, ra
 place of the loader; the original gets --dataset C10, ours the offline Shapes dataset at 32 px.
 
 Adaptations of the original, all at run time from this script (its files stay untouched):
-  - device 'cpu' where its train.py hard-codes 'cuda' (.to(device), prepare_z_y(device=...));
+  - --device (auto: CUDA when present) where its train.py hard-codes 'cuda' (.to(device),
+    prepare_z_y(device=...));
   - modules off the measured path that are missing from the checkout or fail to import are
     replaced by stubs that raise if used: sync_batchnorm (only --cross_replica), datasets (only
     the data loaders) and animal_hash (only --hashname). The table's header says which were.
@@ -44,7 +46,8 @@ Every column, the original's included, starts from the same seed; they run inter
 iterations each per round, so load from other processes hits them alike. The table has the
 median seconds per iteration, iterations/s, images/s (batch_size * num_D_steps per iteration),
 the ratio original / column (above 1: faster than the original), the best time, process CPU time
-per iteration and the warm-up time of the first --warmup iterations.
+per iteration and the warm-up time of the first --warmup iterations. On CUDA every clock read waits
+for the device (bench/devices.py) and the table adds each column's peak memory.
 """
 import argparse
 import importlib
@@ -60,9 +63,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import bench_train  # noqa: E402  (puts the project root on sys.path and imports our modules)
+import devices  # noqa: E402
 
 ROOT = bench_train.ROOT
-DEVICE = 'cpu'
 # The original's modules the benchmark needs, in import order (each pulls in the ones before).
 CORE = ('losses', 'layers', 'utils', 'BigGAN', 'train_fns')
 # Modules the original imports at module level that the training step never uses.
@@ -159,6 +162,8 @@ class OriginalColumn(object):
 
   def __init__(self, original, args):
     self.name, self.times, self.cpu_times, self.warmup = 'original', [], [], 0.0
+    self.device, self.dtype, self.peak_mib, self.resolution = args.device, torch.float32, None, 32
+    device = args.device
     utils, model = original.utils, original.BigGAN
     flags = ('%s --dataset C10 --G_ch %d --D_ch %d --batch_size %d --num_D_steps %d --seed %d'
              % (bench_train.CIFAR, args.ch, args.ch, args.batch_size, args.num_D_steps, args.seed))
@@ -170,28 +175,30 @@ class OriginalColumn(object):
     config['D_activation'] = utils.activation_dict[config['D_nl']]
     config = utils.update_config_roots(config)
     utils.seed_rng(config['seed'])
-    G = model.Generator(**config).to(DEVICE)
-    D = model.Discriminator(**config).to(DEVICE)
-    G_ema = model.Generator(**{**config, 'skip_init': True, 'no_optim': True}).to(DEVICE)
+    G = model.Generator(**config).to(device)
+    D = model.Discriminator(**config).to(device)
+    G_ema = model.Generator(**{**config, 'skip_init': True, 'no_optim': True}).to(device)
     ema = utils.ema(G, G_ema, config['ema_decay'], config['ema_start'])
     GD = model.G_D(G, D)
     self.state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0,
                        'best_FID': 999999, 'config': config}
     G_batch_size = max(config['G_batch_size'], config['batch_size'])
-    z_, y_ = utils.prepare_z_y(G_batch_size, G.dim_z, config['n_classes'], device=DEVICE,
+    z_, y_ = utils.prepare_z_y(G_batch_size, G.dim_z, config['n_classes'], device=device,
                                fp16=config['G_fp16'])
     self.train = original.train_fns.GAN_training_function(G, D, GD, z_, y_, ema,
                                                           self.state_dict, config)
     self.nets, self.n_classes = (G, D, G_ema), config['n_classes']
 
+  resident_mib = bench_train.Column.resident_mib
+
   def step(self, x, y):
     """One iteration of the original train.py's inner loop (without its logging)."""
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu = devices.clock(self.device), time.process_time()
     self.state_dict['itr'] += 1
     for net in self.nets:
       net.train()
-    metrics = self.train(x.to(DEVICE), y.to(DEVICE))
-    return time.perf_counter() - start, time.process_time() - cpu, metrics
+    metrics = self.train(x.to(self.device), y.to(self.device))
+    return devices.clock(self.device) - start, time.process_time() - cpu, metrics
 
 
 def our_column(name, args):
@@ -227,12 +234,14 @@ def main():
   if not os.path.isdir(args.original):
     parser.error('--original %s is not a folder' % args.original)
   torch.set_num_threads(args.threads)
+  torch.backends.cudnn.benchmark = True  # as both train.py's
+  args.device = devices.pick(args.device)
 
   original, notes = load_original(args.original)
   folder = os.path.realpath(args.original)
-  print('torch %s, %d threads, CPU capability %s; ch %d, batch %d, %d D steps, 32 px, 10 classes, '
-        'fp32 weights' % (torch.__version__, args.threads, torch.backends.cpu.get_cpu_capability(),
-                          args.ch, args.batch_size, args.num_D_steps))
+  print('torch %s; %s; ch %d, batch %d, %d D steps, 32 px, 10 classes, fp32 weights'
+        % (torch.__version__, devices.describe(args.device), args.ch, args.batch_size,
+           args.num_D_steps))
   print('original: %s (%s), loaded as %s' % (folder, original_revision(folder),
                                              ', '.join('original_' + n for n in CORE)))
   for note in notes:
@@ -247,7 +256,7 @@ def main():
                          % ((column.name,) + ours + (parameter_count(G), parameter_count(D))))
   print('G %d, D %d parameters in every column' % (parameter_count(G), parameter_count(D)))
 
-  batch = bench_train.time_columns(columns, args, columns[0].n_classes)
+  batch = bench_train.time_columns(columns, args)
   bench_train.print_table(columns, batch, args.rounds * args.iters,
                           'original = the real original\'s code; ')
 

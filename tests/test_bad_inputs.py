@@ -109,6 +109,9 @@ def world(tmp_path_factory):
       f.write(b'not an image')
   datasets.open_dataset(os.path.join(data, 'junk'), resolution=32)  # its index cache, as a run
   truncate(w['h5'], os.path.join(data, 'cut.hdf5'))
+  with h5py.File(os.path.join(data, 'grouped.hdf5'), 'w') as f:
+    f.create_group('imgs')['0'] = np.zeros((3, 32, 32), np.uint8)
+    f['labels'] = np.zeros(1, np.int64)
   with h5py.File(os.path.join(data, 'foreign.hdf5'), 'w') as f:
     f['weights'] = np.zeros(3)
   w['out'] = os.path.join(str(root), 'out', 'previous.hdf5')
@@ -205,6 +208,47 @@ CASES = [
      '--finetune_from / --weights_root at an existing run', ['run'], None),
     ('train-no-cuda', 'train', '{roots} --device cuda:3',
      '--device cuda:3: no CUDA device is available here; use --device cpu', [], None),
+    # The new-user audit (issue 16): each of these reached a traceback or did something else.
+    ('train-negative-lr', 'train', '{roots} --G_lr=-0.0001',
+     '--G_lr must be a number >= 0 (got -0.0001)', [], None),
+    ('train-negative-lr-without-equals', 'train', '{roots} --D_lr -1e-4',
+     '--D_lr must be a number >= 0 (got -0.0001)', [], None),
+    ('train-beta-above-1', 'train', '{roots} --D_B1 1.5',
+     '--D_B1 is an Adam beta and must be in [0, 1) (got 1.5)', [], None),
+    ('train-negative-adam_eps', 'train', '{roots} --adam_eps -1',
+     '--adam_eps must be a number >= 0 (got -1.0)', [], None),
+    ('train-group-count-not-dividing', 'train', '{roots} --norm_style gn_grp_3',
+     "--norm_style gn_grp_3: G's normalised layers of 16 channels cannot be split into 3 groups; "
+     'use gn_grp_N or gn_ch_N with an N that divides 16', [], None),
+    ('train-group-count-not-a-number', 'train', '{roots} --norm_style gn_grp_abc',
+     '--norm_style gn_grp_abc is not a group norm style; use gn, gn_grp_GROUPS or gn_ch_CHANNELS',
+     [], None),
+    ('train-hier-z-too-short', 'train', '{roots} --G_shared --hier --dim_z 3',
+     '--hier splits z into 4 chunks (the linear layer and 3 blocks) at 32 px, so --dim_z must be '
+     'at least 4 (got 3)', [], None),
+    ('train-attention-without-its-resolution', 'train', '{roots} --G_attn 128 --D_attn 128',
+     '--G_attn 128: G at 32 px has no block at 128 px, so that attention would not exist though '
+     'the experiment name says it; use some of 8, 16, 32 joined by _, or 0', [], None),
+    ('train-one-inception-image', 'train', '{roots} --num_inception_images 1',
+     '--num_inception_images must be at least 2 for IS/FID (got 1); this run evaluates every '
+     '--test_every 5000 iterations', [], None),
+    ('train-no-inception-images', 'train',
+     '{roots} --num_inception_images 0 --num_iters 20 --test_every 10',
+     '--num_inception_images must be at least 2 for IS/FID (got 0)', [], None),
+    ('train-zero-epochs', 'train', '{roots} --num_epochs 0',
+     '--num_epochs 0 trains nothing', [], None),
+    ('train-load_weights-without-resume', 'train', '{roots} --load_weights copy0',
+     '--load_weights copy0 loads a checkpoint only with --resume (or --finetune_from); add '
+     '--resume', ['run'], None),
+    ('train-model-named-as-a-file', 'train', '{roots} --model BigGAN.py',
+     '--model BigGAN.py: give the module name without .py, e.g. --model BigGAN', [], None),
+    ('train-batch-larger-than-the-data', 'train',
+     '{roots} --dataset {data}/pics --resolution 32 --experiment_name pics',
+     "4 images per process are fewer than one batch of 8 (train.py's batch is one iteration's "
+     'images: --batch_size x --num_D_steps x --num_D_accumulations)', ['data'], None),
+    ('train-hdf5-images-in-a-group', 'train', '{roots} --dataset {data}/grouped.hdf5',
+     '{data}/grouped.hdf5: "imgs" is an HDF5 group, not a dataset; remake it with make_hdf5.py',
+     ['data'], None),
     # --- sample.py --------------------------------------------------------------------------
     ('sample-config_from_name-without-name', 'sample', '{roots} --config_from_name',
      '--config_from_name reads the config of an existing run: name it with --experiment_name',
@@ -245,6 +289,15 @@ CASES = [
      '--samples_root', [], None),
     ('sample-no-cuda', 'sample', '{roots} --sample_sheets --device cuda',
      '--device cuda: no CUDA device is available here; use --device cpu', [], None),
+    ('sample-truncation-sweep-nan', 'sample', '{roots} --sample_trunc_curves nan_0.1_1',
+     '--sample_trunc_curves nan_0.1_1: start, step and end must be finite numbers', [], None),
+    ('sample-truncation-sweep-to-inf', 'sample', '{roots} --sample_trunc_curves 0_0.1_inf',
+     '--sample_trunc_curves 0_0.1_inf: start, step and end must be finite numbers', [], None),
+    ('sample-truncation-sweep-too-long', 'sample', '{roots} --sample_trunc_curves 0_0.1_1e12',
+     '--sample_trunc_curves 0_0.1_1e12 gives 10000000000001 truncations, each a full IS/FID '
+     'evaluation; at most 1000: use a larger step', [], None),
+    ('sample-truncation-nan', 'sample', '{roots} --sample_npz --truncation nan',
+     'truncation nan is not a finite number; truncations are thresholds >= 0', ['npz'], None),
     # --- make_hdf5.py -----------------------------------------------------------------------
     ('hdf5-from-hdf5', 'make_hdf5', '--dataset I128_hdf5 --data_root {data}',
      '--dataset I128_hdf5 is already HDF5; give the image dataset it is made from, I128', [],
@@ -254,17 +307,17 @@ CASES = [
     ('hdf5-class-folder-without-images', 'make_hdf5', '--dataset {data}/hollow --resolution 32',
      'class folder {data}/hollow/c0 has no images ... add images or remove the folder', [], None),
     ('hdf5-no-readable-image-onto-existing-out', 'make_hdf5',
-     '--dataset {data}/junk --resolution 32 --out {out} --num_workers 0',
+     '--dataset {data}/junk --resolution 32 --out {out} --num_workers 0 --overwrite',
      'no readable image in {data}/junk (see the warnings above); nothing written: fix or replace '
      'the images', ['out'], None),
     ('hdf5-corrupt-source', 'make_hdf5', '--dataset {data}/cut.hdf5',
      '{data}/cut.hdf5 is not a readable HDF5 file ... remake it with make_hdf5.py', [], None),
     ('hdf5-zero-chunk', 'make_hdf5',
-     '--dataset {data}/pics --resolution 32 --out {out} --chunk_size 0',
+     '--dataset {data}/pics --resolution 32 --out {out} --chunk_size 0 --overwrite',
      '--chunk_size 0 --batch_size 256 --num_workers 16: sizes must be at least 1 and workers at '
      'least 0', ['out'], None),
     ('hdf5-negative-workers', 'make_hdf5',
-     '--dataset {data}/pics --resolution 32 --out {out} --num_workers -2',
+     '--dataset {data}/pics --resolution 32 --out {out} --num_workers -2 --overwrite',
      '--num_workers -2: sizes must be at least 1 and workers at least 0', ['out'], None),
     ('hdf5-out-under-a-file', 'make_hdf5',
      '--dataset {data}/pics --resolution 32 --out {file}/x.hdf5 --num_workers 0',
@@ -274,6 +327,13 @@ CASES = [
      '--dataset {data}/pics --resolution 32 --out {data}/pics --num_workers 0',
      '--out {data}/pics is a folder; give a file name, e.g. {data}/pics/pics32.hdf5', ['data'],
      None),
+    ('hdf5-onto-an-existing-dataset', 'make_hdf5',
+     '--dataset {data}/pics --resolution 32 --out {out}',
+     '--out {out} already exists (an HDF5 dataset of 4 images); choose another --out, or pass '
+     '--overwrite to replace it', ['out'], None),
+    ('hdf5-onto-another-file', 'make_hdf5', '--dataset {data}/pics --resolution 32 --out {file}',
+     '--out {file} already exists (not an HDF5 dataset); choose another --out, or pass '
+     '--overwrite', [], None),
     ('hdf5-unknown-dataset', 'make_hdf5', '--dataset flowers --data_root {data}',
      "unknown --dataset 'flowers': use one of ... or the path of an image folder", [], None),
     # --- calculate_inception_moments.py -----------------------------------------------------
@@ -281,6 +341,9 @@ CASES = [
      '{flags} --data_root {data} --inception_weights {root}/nowhere.pth',
      'Inception weights file {root}/nowhere.pth does not exist; pass an existing file to '
      '--inception_weights', [], None),
+    ('moments-weights-a-folder', 'moments', '{flags} --data_root {data} --inception_weights {root}',
+     'Inception weights file {root} is a folder; pass an existing file to --inception_weights',
+     [], None),
     ('moments-weights-truncated', 'moments',
      '{flags} --data_root {data} --inception_weights {root}/cut_net.pth',
      'cannot read Inception weights file {root}/cut_net.pth ... pass a state_dict saved with '
@@ -425,3 +488,25 @@ def test_scripts_exit_2_with_one_line_in_real_processes(world, repo_root):
     says(error_line(err), message.format(**world))
   check_untouched(before, snapshot(world['root']))
   assert not os.path.exists(world['marker'])
+
+
+def test_flags_that_do_nothing_say_so(world, capsys):
+  before = snapshot(world['root'])
+  capsys.readouterr()
+  sample.main(case_argv(world, 'sample', '{roots}'))  # no --sample_* mode
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and err.startswith(
+      'warning: no sampling mode was given, so sample.py only loads G; add one or more of '
+      '--sample_npz, --sample_sheets, --sample_interps, --sample_random, ')
+  config = vars(utils.prepare_parser().parse_args(case_argv(
+      world, 'train', '{roots} --resume --finetune_from elsewhere')))
+  utils.prepare_config(config, training=True)
+  assert ('Notice: --finetune_from elsewhere is not used with --resume: this run continues from '
+          'its own checkpoint') in capsys.readouterr().out
+  # Attention where G has no block: refused for a new run (a case above), said on --resume.
+  config = vars(utils.prepare_parser().parse_args(case_argv(world, 'train',
+                                                            '--G_attn 64 --resume')))
+  utils.prepare_config(config, training=True)
+  assert capsys.readouterr().err.startswith('warning: --G_attn 64: G at 32 px has no block at 64 '
+                                            'px, so that attention would not exist')
+  check_untouched(before, snapshot(world['root']))

@@ -2,6 +2,7 @@
 written."""
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tarfile
@@ -15,6 +16,7 @@ from PIL import Image
 import datasets
 import errors
 import make_hdf5
+from test_bad_inputs import error_line
 
 
 def save(path, array, mode=None, **kwargs):
@@ -115,6 +117,47 @@ def test_small_images_are_upscaled_with_one_warning(tmp_path, capsys):
   assert capsys.readouterr().err.count('smaller than 20 px') == 1
 
 
+def test_a_damaged_index_cache_is_rebuilt_with_a_warning(tmp_path, capsys):
+  for i in range(4):
+    save(str(tmp_path / 'data' / ('c%d' % (i % 2)) / ('%d.png' % i)), rgb(i))
+  first = datasets.open_dataset(str(tmp_path / 'data'), resolution=16)
+  cache = tmp_path / 'data' / '.biggan_index_16.npz'
+  cache.write_bytes(cache.read_bytes()[:200])  # as a full disk or a killed run leaves it
+  capsys.readouterr()
+  again = datasets.open_dataset(str(tmp_path / 'data'), resolution=16)
+  assert [again.path(i) for i in range(4)] == [first.path(i) for i in range(4)]
+  assert capsys.readouterr().err.count('warning: the file index %s is damaged' % cache) == 1
+  datasets.open_dataset(str(tmp_path / 'data'), resolution=16)  # rewritten whole
+  assert capsys.readouterr().err == ''
+
+
+def test_split_folders_are_said_to_look_like_splits(tmp_path, capsys):
+  for split in ('train', 'val'):
+    for c in ('cat', 'dog'):
+      save(str(tmp_path / 'data' / split / c / '0.png'), rgb(0))
+  datasets._warned.clear()
+  info = datasets.dataset_info(str(tmp_path / 'data'), resolution=16)
+  assert info['n_classes'] == 2  # as asked, but not silently:
+  assert capsys.readouterr().err.strip() == (
+      'warning: %s has the subfolders train, val, which look like dataset splits, not classes, '
+      'yet become 2 classes; if each holds one subfolder per class, point --dataset at %s'
+      % (tmp_path / 'data', tmp_path / 'data' / 'train'))
+  assert datasets.dataset_info(str(tmp_path / 'data' / 'train'), resolution=16)['n_classes'] == 2
+  assert capsys.readouterr().err == ''
+
+
+def test_an_error_in_a_loader_worker_is_one_line(tmp_path, capsys):
+  for i in range(2):
+    (tmp_path / 'data' / 'c0').mkdir(parents=True, exist_ok=True)
+    (tmp_path / 'data' / 'c0' / ('%d.png' % i)).write_bytes(b'not an image')
+  loader = datasets.get_data_loaders(str(tmp_path / 'data'), resolution=16, batch_size=1,
+                                     num_workers=1)[0]
+  with pytest.raises(SystemExit):
+    errors.run_main(lambda: next(iter(loader)))
+  assert error_line(capsys.readouterr().err) == (
+      'error: 2 unreadable images in a row from item 0; check the data (in data-loader worker 0)')
+
+
 # --- HDF5 ----------------------------------------------------------------------------------------
 
 
@@ -152,23 +195,34 @@ def test_make_hdf5_refuses_hdf5_and_leaves_nothing_half_written(tmp_path, monkey
     make_hdf5.main(['--dataset', 'I128_hdf5', '--data_root', str(tmp_path)])
   out = tmp_path / 'data16.hdf5'  # the default name next to the folder
   out.write_bytes(b'previous contents')
+  command = ['--dataset', str(tmp_path / 'data'), '--resolution', '16', '--batch_size', '4',
+             '--num_workers', '0']
+  with pytest.raises(errors.UserError, match=r'--out .*data16.hdf5 already exists \(not an HDF5 '
+                                             r'dataset\); .* pass --overwrite'):
+    make_hdf5.main(command)
   real_collate, calls = make_hdf5._collate, []
 
-  def interrupted(items):
+  def interrupted(items):  # Ctrl-C, then SIGTERM (which used to leave the temporary file)
     calls.append(1)
     if len(calls) == 2:
       raise KeyboardInterrupt
+    if len(calls) == 4:
+      os.kill(os.getpid(), signal.SIGTERM)
     return real_collate(items)
   monkeypatch.setattr(make_hdf5, '_collate', interrupted)
   with pytest.raises(KeyboardInterrupt):
-    make_hdf5.main(['--dataset', str(tmp_path / 'data'), '--resolution', '16', '--batch_size', '4',
-                    '--num_workers', '0'])
+    make_hdf5.main(command + ['--overwrite'])
+  before = signal.getsignal(signal.SIGTERM)
+  with pytest.raises(SystemExit) as e:
+    make_hdf5.main(command + ['--overwrite'])
+  assert e.value.code == 128 + signal.SIGTERM and signal.getsignal(signal.SIGTERM) == before
   assert out.read_bytes() == b'previous contents'
   assert sorted(os.listdir(tmp_path)) == ['data', 'data16.hdf5']
   monkeypatch.setattr(make_hdf5, '_collate', real_collate)
-  assert make_hdf5.main(['--dataset', str(tmp_path / 'data'), '--resolution', '16',
-                         '--num_workers', '0']) == str(out)
+  assert make_hdf5.main(command + ['--overwrite']) == str(out)
   assert datasets.dataset_info(str(out))['n_classes'] == 3
+  with pytest.raises(errors.UserError, match=r'already exists \(an HDF5 dataset of 12 images\)'):
+    make_hdf5.main(command)
 
 
 def test_make_hdf5_command_line_error_is_one_line(tmp_path, repo_root):

@@ -1,7 +1,9 @@
 """Model core: checkpoint compatibility with the original (keys, shapes, parameter order, counts),
 the original's equations (written out independently here), spectral norm, and behaviour."""
 import copy
+import os
 import re
+import sys
 
 import pytest
 import torch
@@ -10,8 +12,10 @@ import BigGAN
 import BigGANdeep
 import layers
 import losses
-from biggan_reference import Ref
-from conftest import make_config
+from conftest import ROOT, make_config
+
+sys.path.insert(0, os.path.join(ROOT, 'bench'))  # the functional oracle, shared with the benches
+from biggan_reference import Ref  # noqa: E402
 
 RELEASED = ('--G_shared --hier --dim_z 120 --shared_dim 128 --G_ch 96 --D_ch 96 --G_attn 64 '
             '--D_attn 64 --G_nl inplace_relu --D_nl inplace_relu --SN_eps 1e-6 --adam_eps 1e-6')
