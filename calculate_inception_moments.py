@@ -15,12 +15,20 @@ data_root/{stats_name}_inception_moments_tf.npz for tf, where train.py and sampl
 
 Features stream into float64 sums, so memory does not grow with the dataset. The IS splits are
 taken over a random order seeded by --seed: label-ordered data would otherwise score low.
+
+--metrics with KID, PR, DC or IFID (metrics.py) also fills the dataset's feature cache, which
+train.py and sample.py read for those metrics, in the same pass:
+data_root/{stats_name}_inception_cache_{network}_{resize}_{N}.npz (float32 features, labels, and
+the nearest-neighbour distances for PR/DC) and ..._classes.h5 (per-class moments for IFID). Its
+features take N x 8 KB (memory and disk); --inception_resize other than auto adds the policy to
+the moments file's name.
 """
 import os
 
 import datasets
 import errors
 import inception_utils
+import metrics
 import utils
 
 
@@ -41,19 +49,36 @@ def run(config):
   path = inception_utils.moments_path(config)  # checks the dataset before the slow parts
   utils.check_writable_folder(os.path.dirname(path), '--data_root %s' % config['data_root'],
                               '--data_root or --base_root')
+  cached = [n for n in metrics.parse_metrics(config['metrics']) if n not in ('IS', 'FID')]
+  policy = inception_utils.resize_policy(config['inception_net'], config['inception_resize'])
   net = inception_utils.load_inception_net(config['parallel'], config['inception_net'],
-                                           config['inception_weights'], config['device'])
+                                           config['inception_weights'], config['device'],
+                                           resize=policy)
   loader = datasets.get_data_loaders(**config)[0]
   batches = iter(loader)
-  stats = inception_utils.accumulate_inception_stats(
-      lambda: next(batches), net, len(loader.sampler), shuffle_seed=config['seed'],
-      progress=True)
+  if cached:  # the same pass also keeps every image's features and label
+    cache, data = metrics.dataset_cache(config)
+    collection = metrics.collect(lambda: next(batches), net, len(loader.sampler),
+                                 {'logits', 'moments', 'features', 'labels'},
+                                 shuffle_seed=config['seed'], progress=True)
+    stats = collection.stats
+  else:
+    stats = inception_utils.accumulate_inception_stats(
+        lambda: next(batches), net, len(loader.sampler), shuffle_seed=config['seed'],
+        progress=True)
   IS_mean, IS_std = stats.inception_score()
-  print('Training data from dataset %s has IS of %5.5f +/- %5.5f (Inception network: %s)'
-        % (config['dataset'], IS_mean, IS_std, config['inception_net']))
+  print('Training data from dataset %s has IS of %5.5f +/- %5.5f (Inception network: %s%s)'
+        % (config['dataset'], IS_mean, IS_std, config['inception_net'],
+           '' if policy == inception_utils.NATIVE_RESIZE[config['inception_net']]
+           else ', %s resize' % policy))
   mu, sigma = stats.moments()
-  inception_utils.save_moments(path, mu, sigma, config['inception_net'], stats.count)
+  inception_utils.save_moments(path, mu, sigma, config['inception_net'], stats.count, policy)
   print('Saved the means and covariances of %d images to %s' % (stats.count, path))
+  if cached:
+    metrics.Reference.from_collection(config['dataset'], collection, cache,
+                                      data.class_names).prepare(cached)
+    print('Saved the features of %d images for %s to %s' % (stats.count, ','.join(cached),
+                                                            cache.path))
   return path
 
 

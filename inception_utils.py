@@ -8,6 +8,13 @@ Two networks, chosen by --inception_net and named next to every number they prod
                logits without the bias, as the papers' code does.
 Weights come from the torch hub cache (downloaded there when online) or --inception_weights PATH.
 
+Resize policies (--inception_resize), named next to every number with the network:
+  tf      TF 1.x bilinear resize without align_corners: the tf network's own (its default)
+  torch   PyTorch bilinear with align_corners=True: the original monitor's (torchvision default)
+  clean   clean-fid's: PIL bicubic on each channel of the uint8 image, in float, clipped to 0..255
+Another policy than the network's own resizes to 299 x 299 before the network (ResizedInception),
+whose own resize then has nothing left to do.
+
 Generated images are quantized to uint8 levels before the network (as saved images would be);
 features are summed in float64 as they stream by (memory O(d^2), not O(N)), also across
 torch.distributed ranks; FID is exact in float64 (see trace_sqrt_product).
@@ -178,6 +185,64 @@ class TFInception(torchvision.models.inception.Inception3):
 
 
 # ---------------------------------------------------------------------------------------------
+# Resize policies
+# ---------------------------------------------------------------------------------------------
+
+RESIZE_POLICIES = ('tf', 'torch', 'clean')
+NATIVE_RESIZE = {'tf': 'tf', 'torchvision': 'torch'}
+INPUT_SIZE = 299
+
+
+def resize_policy(network, resize='auto'):
+  """The policy that --inception_resize names for `network` ('auto': the network's own)."""
+  if resize in ('auto', '', None):
+    return NATIVE_RESIZE[network]
+  if resize not in RESIZE_POLICIES:
+    raise errors.UserError('unknown --inception_resize %r; use auto, %s'
+                           % (resize, ', '.join(RESIZE_POLICIES)))
+  return resize
+
+
+def _pil_bicubic(images):
+  """clean-fid's resize: each channel of the 0..255 levels as a float PIL image, bicubic,
+  clipped to 0..255."""
+  from PIL import Image
+  levels = ((images.float() + 1.) * 127.5).cpu().numpy()
+  out = np.empty(levels.shape[:2] + (INPUT_SIZE, INPUT_SIZE), np.float32)
+  for i, image in enumerate(levels):
+    for c, channel in enumerate(image):
+      resized = Image.fromarray(np.ascontiguousarray(channel, np.float32)).resize(
+          (INPUT_SIZE, INPUT_SIZE), Image.BICUBIC)
+      out[i, c] = np.asarray(resized, np.float32)
+  return torch.from_numpy(out.clip(0., 255.) / 127.5 - 1.).to(images.device)
+
+
+def resize_images(images, policy):
+  """Images in [-1, 1] (N x 3 x H x W) brought to 299 x 299 by `policy`."""
+  if images.shape[-2:] == (INPUT_SIZE, INPUT_SIZE):
+    return images
+  if policy == 'tf':
+    return tf1_resize_bilinear(images, (INPUT_SIZE, INPUT_SIZE))
+  if policy == 'torch':
+    return F.interpolate(images, size=(INPUT_SIZE, INPUT_SIZE), mode='bilinear',
+                         align_corners=True)
+  if policy == 'clean':
+    return _pil_bicubic(images)
+  raise ValueError('unknown resize policy %r' % policy)
+
+
+class ResizedInception(nn.Module):
+  """An Inception network fed by another resize policy than its own: net(resize(x))."""
+
+  def __init__(self, net, policy):
+    super().__init__()
+    self.net, self.policy = net, policy
+
+  def forward(self, x):
+    return self.net(resize_images(x, self.policy))
+
+
+# ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
 
@@ -193,8 +258,9 @@ def _read_weights(network, path):
   """The state_dict for `network`: from `path`, else the hub cache, downloading when needed."""
   if path:
     if not os.path.isfile(path):
-      raise errors.UserError('Inception weights file %s does not exist; pass an existing file '
-                             'to --inception_weights' % path)
+      raise errors.UserError('Inception weights file %s %s; pass an existing file to '
+                             '--inception_weights' % (path, 'is a folder' if os.path.isdir(path)
+                                                      else 'does not exist'))
     try:
       return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # corrupt, truncated or not a state_dict
@@ -231,17 +297,21 @@ def _load_weights(net, state_dict, network, source):
                                                   ', '.join(unexpected[:3]) or '-', network))
 
 
-def load_inception_net(parallel=False, network='torchvision', weights='', device=None):
+def load_inception_net(parallel=False, network='torchvision', weights='', device=None,
+                       resize='auto'):
   """The Inception network in eval mode on `device` (None/'auto': CUDA when present), calling
-  net(x in [-1, 1]) -> (pool, logits)."""
+  net(x in [-1, 1]) -> (pool, logits); `resize` another policy than the network's own."""
   if network not in NETWORKS:
     raise errors.UserError('unknown Inception network %r; use --inception_net %s'
                            % (network, ' or '.join(NETWORKS)))
+  policy = resize_policy(network, resize)
   net = _build(network)
   _load_weights(net, _read_weights(network, weights), network,
                 weights or WEIGHTS_URLS[network])
   if network == 'torchvision':
     net = WrapInception(net)
+  if policy != NATIVE_RESIZE[network]:
+    net = ResizedInception(net, policy)
   net = net.eval().requires_grad_(False).to(distributed.pick_device(str(device or 'auto')))
   if parallel and torch.cuda.device_count() > 1:
     print('Parallelizing Inception module...')
@@ -359,15 +429,18 @@ class InceptionStats:
 
   Memory is O(d^2 + splits x classes), independent of the number of images. IS splits are
   contiguous blocks of the stream (the papers' split boundaries i*N//splits), or of a seeded
-  random order with `shuffle_seed` so that label-ordered data is not under-scored.
+  random order with `shuffle_seed` so that label-ordered data is not under-scored. A rank that
+  sees images start .. start + num_images - 1 of a stream of `total` (rank_share) puts them in
+  the splits of the whole stream, so that any number of ranks gives the IS of one.
   """
 
-  def __init__(self, num_images, num_splits=10, shuffle_seed=None):
+  def __init__(self, num_images, num_splits=10, shuffle_seed=None, start=0, total=None):
     self.num_images, self.num_splits, self.count = num_images, num_splits, 0
+    self.start, self.total = start, num_images if total is None else total
     self.order = None
     if shuffle_seed is not None:
       generator = torch.Generator().manual_seed(shuffle_seed)
-      self.order = torch.randperm(num_images, generator=generator)
+      self.order = torch.randperm(self.total, generator=generator)
     self.sums = {}  # created on the first batch, on the features' device
 
   def _add(self, name, shape, device, update):
@@ -391,11 +464,11 @@ class InceptionStats:
     self.count += batch
 
   def _add_predictions(self, log_p):
-    index = torch.arange(self.count, self.count + len(log_p))
+    index = torch.arange(self.start + self.count, self.start + self.count + len(log_p))
     if self.order is not None:
       index = self.order[index]
     # Image j lies in split i when i*N//S <= j < (i+1)*N//S.
-    n, s = self.num_images, self.num_splits
+    n, s = self.total, self.num_splits
     split = (((index + 1) * s + n - 1) // n - 1).to(log_p.device)
     p = log_p.exp()
     shape = (s, log_p.shape[1])
@@ -420,6 +493,7 @@ class InceptionStats:
       self.sums[k] = flat[offset:offset + size].view_as(self.sums[k])
       offset += size
     self.count, self.num_images = int(flat[-2].item()), int(flat[-1].item())
+    self.start, self.total = 0, max(self.total, self.num_images)
     return self
 
   def moments(self):
@@ -484,7 +558,7 @@ def _exact_float32(device):
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _iterate_activations(sample, net, num_images):
+def iterate_activations(sample, net, num_images):
   """Yields (pool, logits, labels) batches for exactly num_images images from sample()."""
   device = next(net.parameters()).device
   done = 0
@@ -503,21 +577,36 @@ def accumulate_inception_activations(sample, net, num_inception_images=50000):
   """All pool features, softmax predictions and labels of num_inception_images images (the
   original's API; memory grows with the number of images: metrics use InceptionStats)."""
   pool, probs, labels = zip(*[(p, F.softmax(l, 1), y) for p, l, y in
-                              _iterate_activations(sample, net, num_inception_images)])
+                              iterate_activations(sample, net, num_inception_images)])
   return torch.cat(pool, 0), torch.cat(probs, 0), torch.cat(labels, 0)
+
+
+def world_and_rank():
+  """(world size, rank) of torch.distributed; (1, 0) without it."""
+  if dist.is_available() and dist.is_initialized():
+    return dist.get_world_size(), dist.get_rank()
+  return 1, 0
+
+
+def rank_share(num_images):
+  """(start, stop): this torch.distributed rank's contiguous share of num_images images (the
+  first num_images % world ranks take one more); (0, num_images) without distribution."""
+  world, rank = world_and_rank()
+  base, extra = divmod(num_images, world)
+  start = rank * base + min(rank, extra)
+  return start, start + base + (rank < extra)
 
 
 def accumulate_inception_stats(sample, net, num_images, num_splits=10, shuffle_seed=None,
                                progress=False):
   """InceptionStats of num_images images from sample(); with torch.distributed every rank
-  draws its share and the sums are all-reduced."""
-  world, rank = ((dist.get_world_size(), dist.get_rank())
-                 if dist.is_available() and dist.is_initialized() else (1, 0))
-  share = num_images // world + (rank < num_images % world)
+  draws its share and the sums are all-reduced (IS splits per share, as train.py always did)."""
+  start, stop = rank_share(num_images)
+  share = stop - start
   stats = InceptionStats(share, num_splits, shuffle_seed)
   bar = tqdm(total=share, unit='img', desc='Inception',
              disable=not progress)
-  for pool, logits, _ in _iterate_activations(sample, net, share):
+  for pool, logits, _ in iterate_activations(sample, net, share):
     stats.update(pool, logits)
     bar.update(len(pool))
   bar.close()
@@ -529,17 +618,21 @@ def accumulate_inception_stats(sample, net, num_images, num_splits=10, shuffle_s
 # ---------------------------------------------------------------------------------------------
 
 
-def moments_filename(stats_name, network='torchvision'):
-  """The original's '{stats_name}_inception_moments.npz' for torchvision; '..._tf.npz' for tf."""
-  return '%s_inception_moments%s.npz' % (stats_name, '' if network == 'torchvision'
-                                         else '_' + network)
+def moments_filename(stats_name, network='torchvision', resize='auto'):
+  """The original's '{stats_name}_inception_moments.npz' for torchvision; '..._tf.npz' for tf;
+  another resize policy than the network's own adds '_{policy}'."""
+  policy = resize_policy(network, resize)
+  return '%s_inception_moments%s%s.npz' % (
+      stats_name, '' if network == 'torchvision' else '_' + network,
+      '' if policy == NATIVE_RESIZE[network] else '_' + policy)
 
 
 def _moments_name(config):
   import datasets  # deferred: only needed once moments are looked up
   info = datasets.dataset_info(config['dataset'], config['data_root'],
                                config.get('resolution', 0))
-  return moments_filename(info['stats_name'], config.get('inception_net', 'torchvision'))
+  return moments_filename(info['stats_name'], config.get('inception_net', 'torchvision'),
+                          config.get('inception_resize', 'auto'))
 
 
 def moments_path(config):
@@ -555,17 +648,22 @@ def moments_command(config):
     args += ['--resolution', str(config['resolution'])]
   if config.get('inception_net', 'torchvision') != 'torchvision':
     args += ['--inception_net', config['inception_net']]
+  if config.get('inception_resize', 'auto') != 'auto':
+    args += ['--inception_resize', config['inception_resize']]
   if config.get('inception_weights'):
     args += ['--inception_weights', config['inception_weights']]
   return ' '.join(shlex.quote(a) for a in args)
 
 
-def save_moments(path, mu, sigma, network, num_images):
-  """Write the moments file atomically (an interrupted run leaves any old file intact)."""
+def save_moments(path, mu, sigma, network, num_images, resize='auto'):
+  """Write the moments file atomically (an interrupted run leaves any old file intact); a
+  resize policy other than the network's own is recorded as 'resize'."""
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  policy = resize_policy(network, resize)
+  extra = {} if policy == NATIVE_RESIZE[network] else {'resize': policy}
   tmp = path + '.tmp'
   with open(tmp, 'wb') as f:
-    np.savez(f, mu=mu, sigma=sigma, network=network, num_images=num_images)
+    np.savez(f, mu=mu, sigma=sigma, network=network, num_images=num_images, **extra)
   os.replace(tmp, path)
 
 
@@ -581,18 +679,21 @@ def load_moments(config):
                            % (config['dataset'], network, path, os.path.basename(path),
                               moments_command(config)))
   path = found[0]
+  policy = resize_policy(network, config.get('inception_resize', 'auto'))
   try:
     with np.load(path) as f:
       mu, sigma = f['mu'], f['sigma']
       saved_network = str(f['network']) if 'network' in f.files else network
+      saved_policy = str(f['resize']) if 'resize' in f.files else NATIVE_RESIZE[saved_network]
   except Exception as e:  # missing keys, corrupt file
     raise errors.UserError('cannot read Inception moments %s (%s); delete it and remake it '
                            'with: %s' % (path, e, moments_command(config)))
-  if saved_network != network or mu.shape != (FEATURE_DIM,) or sigma.shape != (FEATURE_DIM,) * 2:
-    raise errors.UserError('%s holds moments of the %s network with shapes %s, %s, not of the %s '
-                           'network (%d features); remake them with: %s'
-                           % (path, saved_network, mu.shape, sigma.shape, network, FEATURE_DIM,
-                              moments_command(config)))
+  if (saved_network != network or mu.shape != (FEATURE_DIM,) or sigma.shape != (FEATURE_DIM,) * 2
+      or saved_policy != policy):
+    raise errors.UserError('%s holds moments of the %s network (%s resize) with shapes %s, %s, '
+                           'not of the %s network (%s resize, %d features); remake them with: %s'
+                           % (path, saved_network, saved_policy, mu.shape, sigma.shape, network,
+                              policy, FEATURE_DIM, moments_command(config)))
   return mu, sigma, path
 
 

@@ -1,4 +1,5 @@
-"""Plot Inception Score and FID against iteration for one or more runs (the original's
+"""Plot Inception Score and FID (and the other --metrics: KID, precision/recall,
+density/coverage, intra-class FID) against iteration for one or more runs (the original's
 compare_IS.m), with the original's released 128 px ImageNet run as a reference curve.
 
   python logs/plot_inception.py logs/<exp>_log.jsonl [logs/<exp2>_log.jsonl ...] [--out FILE.png]
@@ -6,7 +7,9 @@ compare_IS.m), with the original's released 128 px ImageNet run as a reference c
 
 Reads the <experiment name>_log.jsonl files written at every --test_every by this project or the
 original (one JSON record per line: itr, IS_mean, IS_std, FID, _stamp; FID null or absent with
---no_fid; other keys ignored). The reference, logs/BigGAN_ch96_bs256x8.jsonl, is overlaid
+--no_fid; the other metrics' keys KID_mean, KID_std, precision, recall, density, coverage, IFID
+add a panel each when a log has them; other keys ignored). The reference,
+logs/BigGAN_ch96_bs256x8.jsonl, is overlaid
 automatically when a log's file name has the dataset part I128 (or I128_hdf5). It was measured
 with the original's PyTorch Inception network, so compare it with runs that use
 --inception_net torchvision. Prints each run's best scores. The image goes to
@@ -29,6 +32,13 @@ REFERENCE_LOG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 REFERENCE_LABEL = ('reference: the original\'s released run, ch96 bs256x8 on I128 '
                    '(BigGAN_ch96_bs256x8.jsonl)')
 FIELDS = ('IS_mean', 'IS_std', 'FID')
+# train.py --metrics: (panel title, solid line key, dashed line key or None, band key or None)
+METRIC_PANELS = (
+    ('KID (lower is better; band: +-1 std over subsets)', 'KID_mean', None, 'KID_std'),
+    ('precision (solid) and recall (dashed), higher is better', 'precision', 'recall', None),
+    ('density (solid) and coverage (dashed), higher is better', 'density', 'coverage', None),
+    ('intra-class FID (lower is better)', 'IFID', None, None))
+METRIC_FIELDS = tuple(k for panel in METRIC_PANELS for k in panel[1:] if k)
 JSONL_FORMAT = ('one JSON record per line, like {"itr": 2000, "IS_mean": 2.81, "IS_std": 0.02, '
                 '"FID": 173.8}')
 
@@ -38,8 +48,9 @@ def _is_number(value):
 
 
 def read_inception_log(path):
-  """{'itr': int64 array, 'IS_mean', 'IS_std', 'FID': float64 arrays (NaN where a value is null
-  or absent), 'inception_nets': set of the networks named by the records}, in file order."""
+  """{'itr': int64 array, 'IS_mean', 'IS_std', 'FID' and METRIC_FIELDS: float64 arrays (NaN
+  where a value is null or absent), 'inception_nets': set of the networks named by the
+  records}, in file order."""
   text = logtools.read_text(path, JSONL_FORMAT)
   itrs, rows, nets = [], [], set()
   for number, line in enumerate(text.splitlines(), 1):
@@ -58,7 +69,7 @@ def read_inception_log(path):
     if not (_is_number(itr) and math.isfinite(itr) and itr == int(itr)):
       raise errors.UserError('%s: "itr" is %r, not an iteration number' % (where, itr))
     row = []
-    for key in FIELDS:
+    for key in FIELDS + METRIC_FIELDS:
       value = record.get(key)
       if value is None and key != 'IS_mean':
         value = math.nan
@@ -70,15 +81,16 @@ def read_inception_log(path):
     # Logs without the key come from the original or from this project's default network.
     nets.add(record.get('inception_net', 'torchvision'))
   values = np.array(rows, dtype=np.float64)
-  log = {key: values[:, i] for i, key in enumerate(FIELDS)}
+  log = {key: values[:, i] for i, key in enumerate(FIELDS + METRIC_FIELDS)}
   return dict(log, itr=np.array(itrs, dtype=np.int64), inception_nets=nets)
 
 
 def load_run(path):
   """read_inception_log without the records that a resumed run redid."""
   log = read_inception_log(path)
-  itr, *values = logtools.drop_superseded(log['itr'], *(log[key] for key in FIELDS))
-  return dict(log, itr=itr, **dict(zip(FIELDS, values)))
+  keys = FIELDS + METRIC_FIELDS
+  itr, *values = logtools.drop_superseded(log['itr'], *(log[key] for key in keys))
+  return dict(log, itr=itr, **dict(zip(keys, values)))
 
 
 def run_name(path):
@@ -133,8 +145,9 @@ def plot_inception(log_paths, out_path='', reference='auto', reference_log=REFER
     raise errors.UserError('reference curve %s not found; pass --reference_log FILE.jsonl, or '
                            '--reference off' % reference_log)
   reference_run = load_run(reference_log) if overlay else None
+  panels = [p for p in METRIC_PANELS if any(np.isfinite(run[p[1]]).any() for _, run in runs)]
 
-  fig, (ax_is, ax_fid) = logtools.new_figure(2)
+  fig, (ax_is, ax_fid, *ax_metrics) = logtools.new_figure(2 + len(panels))
   for (path, run), color in zip(runs, logtools.line_colors(len(runs))):
     label = logtools.wrap(run_name(path))
     if run['inception_nets'] != {'torchvision'}:
@@ -143,6 +156,14 @@ def plot_inception(log_paths, out_path='', reference='auto', reference_log=REFER
     ax_is.plot(itr, IS, color=color, linewidth=1.5, marker='.', markersize=4, label=label)
     ax_is.fill_between(itr, IS - IS_std, IS + IS_std, color=color, alpha=0.2, linewidth=0)
     ax_fid.plot(itr, run['FID'], color=color, linewidth=1.5, marker='.', markersize=4)
+    for ax, (_, solid, dashed, band) in zip(ax_metrics, panels):
+      ax.plot(itr, run[solid], color=color, linewidth=1.5, marker='.', markersize=4)
+      if dashed:
+        ax.plot(itr, run[dashed], color=color, linewidth=1.5, linestyle='--', marker='.',
+                markersize=4)
+      if band:
+        ax.fill_between(itr, run[solid] - run[band], run[solid] + run[band], color=color,
+                        alpha=0.2, linewidth=0)
   if reference_run is not None:
     style = dict(color='black', linestyle='--', linewidth=1.2)
     ax_is.plot(reference_run['itr'], reference_run['IS_mean'], label=REFERENCE_LABEL, **style)
@@ -154,7 +175,10 @@ def plot_inception(log_paths, out_path='', reference='auto', reference_log=REFER
   ax_is.set_ylabel('IS')
   ax_fid.set_title('FID (lower is better)', fontsize=10)
   ax_fid.set_ylabel('FID')
-  ax_fid.set_xlabel('iteration')
+  for ax, (title, solid, dashed, _) in zip(ax_metrics, panels):
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(solid if not dashed else '%s, %s' % (solid, dashed))
+  (ax_metrics or [ax_fid])[-1].set_xlabel('iteration')
   handles, labels = ax_is.get_legend_handles_labels()
   fig.legend(handles, labels, loc='outside lower center', fontsize=7)
   return logtools.save_figure(fig, out_path)

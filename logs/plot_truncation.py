@@ -5,7 +5,8 @@ and each score against the truncation threshold.
 
 CURVE.csv is written by sample.py --sample_trunc_curves start_step_end, with the header
 truncation,IS_mean,IS_std,FID (FID empty when it was not computed; columns may come in any order
-and extra columns are ignored). Without FID only IS against truncation is drawn. The image goes
+and extra columns are ignored). Without FID only IS against truncation is drawn. Columns
+precision and recall (sample.py --metrics PR) add the precision/recall trade-off. The image goes
 to CURVE.png unless --out says otherwise. Code calls plot_truncation_curve(csv_path, out_path).
 """
 import argparse
@@ -22,6 +23,7 @@ from logs import logtools  # noqa: E402
 
 FIELDS = ('truncation', 'IS_mean', 'IS_std', 'FID')
 OPTIONAL = ('IS_std', 'FID')  # may be empty
+PR_FIELDS = ('precision', 'recall')  # read when the header has them
 CSV_FORMAT = 'a CSV with the header %s, as written by sample.py' % ','.join(FIELDS)
 
 
@@ -33,17 +35,19 @@ def read_truncation_csv(path):
   if missing:
     raise errors.UserError('%s:1: the header has no column %s; expected %s'
                            % (path, ', '.join(missing), CSV_FORMAT))
-  columns = {name: [] for name in FIELDS}
+  fields = FIELDS + tuple(name for name in PR_FIELDS if name in header)
+  columns = {name: [] for name in fields}
   for number, row in enumerate(rows[1:], 2):
     if not any(cell.strip() for cell in row):
       continue
     if len(row) != len(header):
       raise errors.UserError('%s:%d: %d values for the %d columns of the header'
                              % (path, number, len(row), len(header)))
-    for name in FIELDS:
+    for name in fields:
       cell = row[header.index(name)].strip()
       try:
-        columns[name].append(math.nan if not cell and name in OPTIONAL else float(cell))
+        columns[name].append(math.nan if not cell and name in OPTIONAL + PR_FIELDS
+                             else float(cell))
       except ValueError:
         raise errors.UserError('%s:%d: %s is %r, not a number' % (path, number, name, cell))
   if not columns['truncation']:
@@ -58,9 +62,23 @@ def plot_truncation_curve(csv_path, out_path=''):
   order = np.argsort(curve['truncation'], kind='stable')
   t, IS, IS_std, FID = (curve[name][order] for name in FIELDS)
   has_fid = np.isfinite(FID).any()
+  has_pr = all(np.isfinite(curve.get(name, [np.nan])).any() for name in PR_FIELDS)
 
   title = os.path.basename(csv_path) + ('' if has_fid else ' (no FID in the sweep)')
-  fig, axes = logtools.new_figure(3 if has_fid else 1, title)
+  fig, axes = logtools.new_figure((3 if has_fid else 1) + has_pr, title)
+  if has_pr:  # the last panel: fidelity against diversity
+    precision, recall = (curve[name][order] for name in PR_FIELDS)
+    ax = axes.pop()
+    ax.plot(recall, precision, color='gray', linewidth=1, zorder=1)
+    points = ax.scatter(recall, precision, c=t, cmap='viridis', s=25, zorder=2)
+    fig.colorbar(points, ax=ax, label='truncation')
+    for i in {0, len(t) - 1}:
+      ax.annotate('%g' % t[i], (recall[i], precision[i]), textcoords='offset points',
+                  xytext=(4, 4), fontsize=7)
+    ax.set_title('Truncation trade-off: precision against recall (labels: truncation)',
+                 fontsize=10)
+    ax.set_xlabel('recall (higher is better)')
+    ax.set_ylabel('precision (higher is better)')
   if has_fid:
     ax = axes[0]
     ax.plot(IS, FID, color='gray', linewidth=1, zorder=1)

@@ -248,6 +248,43 @@ def test_tf1_resize_matches_per_pixel_reference():
   assert torch.allclose(iu.tf1_resize_bilinear(img, (24, 24))[:, :, ::3, ::3], img, atol=1e-6)
 
 
+def _bicubic_matrix(n_in, n_out, a=-0.5):
+  """PIL's bicubic resampling (Keys kernel a = -0.5, pixel centres (i + 0.5) * n_in / n_out,
+  weights renormalised where the window leaves the image) as an n_out x n_in matrix."""
+  def kernel(x):
+    x = abs(x)
+    return (((a + 2) * x - (a + 3)) * x * x + 1 if x < 1 else
+            (((x - 5) * x + 8) * x - 4) * a if x < 2 else 0.)
+  scale = n_in / n_out
+  support = 2. * max(scale, 1.)
+  w = np.zeros((n_out, n_in))
+  for i in range(n_out):
+    centre = (i + 0.5) * scale
+    lo, hi = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), n_in)
+    taps = [kernel((j - centre + 0.5) / max(scale, 1.)) for j in range(lo, hi)]
+    w[i, lo:hi] = np.array(taps) / sum(taps)
+  return w
+
+
+def test_resize_policies():
+  assert [iu.resize_policy(n) for n in ('tf', 'torchvision')] == ['tf', 'torch']
+  assert iu.resize_policy('tf', 'clean') == 'clean'
+  with pytest.raises(errors.UserError, match='--inception_resize'):
+    iu.resize_policy('tf', 'lanczos')
+  x = iu.quantize_images(torch.rand(2, 3, 16, 12) * 2 - 1)
+  # clean-fid's: bicubic on the 0..255 levels of each channel, clipped.
+  levels = ((x.double() + 1) * 127.5).numpy()
+  expected = np.clip(_bicubic_matrix(16, 299) @ levels @ _bicubic_matrix(12, 299).T, 0, 255)
+  clean = iu.resize_images(x, 'clean')
+  assert clean.shape == (2, 3, 299, 299) and clean.dtype == torch.float32
+  np.testing.assert_allclose((clean.double().numpy() + 1) * 127.5, expected, atol=2e-3)
+  assert torch.allclose(iu.resize_images(x, 'torch'), F.interpolate(
+      x, (299, 299), mode='bilinear', align_corners=True))
+  assert torch.allclose(iu.resize_images(x, 'tf'), iu.tf1_resize_bilinear(x, (299, 299)))
+  big = torch.rand(1, 3, 299, 299)
+  assert all(iu.resize_images(big, p) is big for p in iu.RESIZE_POLICIES)
+
+
 def _random_weights(network, path, seed=0):
   """Random weights that keep activations O(1) through the network (defaults vanish)."""
   torch.manual_seed(seed)
@@ -399,6 +436,8 @@ def _config(tmp_path, network='torchvision', **kw):
 def test_moments_names_and_search_order(tmp_path, monkeypatch):
   assert iu.moments_filename('I128') == 'I128_inception_moments.npz'
   assert iu.moments_filename('I128', 'tf') == 'I128_inception_moments_tf.npz'
+  assert iu.moments_filename('I128', 'torchvision', 'torch') == 'I128_inception_moments.npz'
+  assert iu.moments_filename('I128', 'tf', 'clean') == 'I128_inception_moments_tf_clean.npz'
   monkeypatch.chdir(tmp_path)
   config = _config(tmp_path, 'tf')
   assert iu.moments_path(config) == os.path.join(config['data_root'],
@@ -432,6 +471,13 @@ def test_moments_errors_name_the_command(tmp_path, monkeypatch):
   iu.save_moments(iu.moments_path(config), np.zeros(64), np.eye(64), 'tf', 10)
   with pytest.raises(errors.UserError, match='2048 features'):
     iu.load_moments(config)
+  clean = dict(config, inception_resize='clean')  # its own file, which records the policy
+  iu.save_moments(iu.moments_path(clean), np.zeros(2048), np.eye(2048), 'tf', 10, 'clean')
+  assert iu.moments_path(clean).endswith('Shapes32_inception_moments_tf_clean.npz')
+  assert iu.load_moments(clean)[2] == iu.moments_path(clean)
+  os.replace(iu.moments_path(clean), iu.moments_path(config))
+  with pytest.raises(errors.UserError, match=r'tf network \(clean resize\).*--inception_resize'):
+    iu.load_moments(dict(config, inception_resize='tf'))
   with open(iu.moments_path(config), 'wb') as f:
     f.write(b'garbage')
   with pytest.raises(errors.UserError, match='cannot read'):

@@ -1,18 +1,27 @@
 """Train-time evaluation (train_fns.test through train.py): IS/FID records in the jsonl with the
 network used, best{n} copies and their rotation for --which_best IS and FID, --no_fid without a
-moments file, and the G that is measured (G_ema, in eval mode with --G_eval_mode).
+moments file, and the G that is measured (G_ema, in eval mode with --G_eval_mode). --metrics
+beyond IS/FID: the dataset cache from calculate_inception_moments.py, the log's new keys, best
+copies by KID, sample.py's precision/recall truncation curve; evaluate.py through the real
+network with clean-fid's resize.
 
 Real runs use random Inception weights (--inception_weights) on 2 images per evaluation and a
 synthetic moments file for Shapes32; the rotation tests script the metric values instead."""
+import csv
 import json
 import os
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+import calculate_inception_moments
 import checkpoints
+import errors
+import evaluate
 import inception_utils
+import sample
 import train
 import train_fns
 import utils
@@ -195,3 +204,82 @@ def test_the_checkpoint_of_an_evaluated_iteration_holds_its_evaluation(tmp_path,
   final = state(tmp_path, experiment(tmp_path, extra))
   assert final['itr'] == 2
   assert (final['best_IS'], final['best_FID'], final['save_best_num']) == (3.0, 40., 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# --metrics beyond IS and FID (metrics.py), with a stand-in network; evaluate.py through the
+# real one (it uses this module's random weights)
+# ---------------------------------------------------------------------------------------------
+
+
+class WideNet(torch.nn.Module):
+  """Images -> (2048 features, 5 logits) from a 4 x 4 average: the networks' interface and
+  feature width (moments files hold 2048), cheaply."""
+
+  def __init__(self):
+    super().__init__()
+    g = torch.Generator().manual_seed(0)
+    self.w = torch.nn.Parameter(torch.randn(48, inception_utils.FEATURE_DIM, generator=g))
+    self.c = torch.nn.Parameter(torch.randn(inception_utils.FEATURE_DIM, 5, generator=g) / 30)
+
+  def forward(self, x):
+    f = (torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) @ self.w).relu()
+    return f, f @ self.c
+
+
+def test_more_metrics_monitor_training_from_the_dataset_cache(tmp_path, monkeypatch):
+  monkeypatch.setattr(inception_utils, 'load_inception_net', lambda *a, **k: WideNet())
+  rng = np.random.default_rng(0)
+  for i in range(8):  # a 2-class image folder
+    folder = tmp_path / 'data' / 'tiny' / ('c%d' % (i % 2))
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / ('%d.png' % i))
+  moments = ['--dataset', 'tiny', '--data_root', str(tmp_path / 'data'), '--resolution', '32',
+             '--num_workers', '0', '--batch_size', '3']
+  calculate_inception_moments.main(moments)  # FID's moments file only
+  extra = ('--dataset tiny --num_iters 2 --test_every 1 --num_inception_images 8 --kid_subsets 2 '
+           '--kid_subset_size 4 --metrics IS,FID,KID,PR,DC,IFID --which_best KID')
+  with pytest.raises(errors.UserError, match='no current Inception feature cache of --dataset '
+                     'tiny .* make it with: python calculate_inception_moments.py --dataset tiny '
+                     '.* --metrics KID,PR,DC,IFID$'):
+    train.main(argv(tmp_path, extra))
+  calculate_inception_moments.main(moments + ['--metrics', 'KID,PR,DC,IFID'])
+  train.main(argv(tmp_path, extra))
+  exp = experiment(tmp_path, extra)
+  logged = records(tmp_path, exp)
+  keys = {'KID_mean', 'KID_std', 'precision', 'recall', 'density', 'coverage', 'IFID'}
+  assert [r['itr'] for r in logged] == [1, 2]
+  for r in logged:
+    assert set(r) == {'itr', 'IS_mean', 'IS_std', 'FID', 'inception_net', '_stamp'} | keys
+    assert all(np.isfinite(r[k]) for k in keys) and 0 <= r['precision'] <= 1
+  bests = expected_bests([(r['itr'], r['KID_mean']) for r in logged], lower_is_better=True)
+  assert best_suffixes(tmp_path, exp) == set(bests)
+  assert state(tmp_path, exp)['best_KID_mean'] == min(r['KID_mean'] for r in logged)
+  # sample.py's truncation sweep with PR: the precision/recall curve, CSV and PNG.
+  results = sample.main(argv(tmp_path, '--dataset tiny --sample_trunc_curves 0.5_0.5_1.0 '
+                             '--metrics IS,PR --no_fid --num_inception_images 8'))
+  with open(results['trunc_curve']) as f:
+    rows = list(csv.reader(f))
+  assert rows[0] == ['truncation', 'IS_mean', 'IS_std', 'FID', 'precision', 'recall']
+  assert [float(r[0]) for r in rows[1:]] == [0.5, 1.0] and all(r[3] == '' for r in rows[1:])
+  assert all(0 <= float(v) <= 1 for r in rows[1:] for v in r[4:])
+  assert os.path.getsize(results['trunc_curve'][:-len('.csv')] + '.png') > 1000
+
+
+def test_evaluate_through_the_real_network_with_clean_resize(tmp_path, inception_weights,
+                                                              capsys):
+  """2 images as SOURCE and as REF: FID 0 up to float32 features; the network and the resize
+  policy named in the table and the JSON."""
+  np.savez(tmp_path / 'x.npz',
+           x=np.random.default_rng(1).integers(0, 256, (2, 3, 32, 32), dtype=np.uint8))
+  result = evaluate.main([str(tmp_path / 'x.npz'), '--ref', str(tmp_path / 'x.npz'), '--metrics',
+                          'IS,FID', '--inception_weights', inception_weights, '--num_workers',
+                          '0', '--device', 'cpu', '--inception_resize', 'clean'])
+  assert (result['network'], result['resize'], result['N']) == ('torchvision', 'clean', 2)
+  assert '[torchvision network, clean resize, 2 vs 2 images]' in capsys.readouterr().out
+  with np.load(tmp_path / '.x.npz.inception_cache_torchvision_clean_2.npz') as cache:
+    assert cache['features'].shape == (2, 2048) and cache['features'].std() > 1e-3
+    assert abs(result['FID']) < 1e-4 * np.trace(cache['sigma'])
+  net = inception_utils.load_inception_net(weights=inception_weights, device='cpu',
+                                           resize='clean')
+  assert isinstance(net, inception_utils.ResizedInception) and net.policy == 'clean'
