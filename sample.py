@@ -42,6 +42,7 @@ import csv
 import functools
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -50,7 +51,9 @@ from tqdm import trange
 import checkpoints
 import distributed
 import inception_utils
+import metrics as image_metrics
 import sampling
+import shapes_classifier
 import utils
 from errors import UserError, run_main
 
@@ -143,25 +146,36 @@ def load_G(G, config, experiment_name):
 # ---------------------------------------------------------------------------------------------
 
 
+MAX_TRUNCATIONS = 1000  # each one a full IS/FID evaluation
+
+
 def truncation_values(spec):
   """'start_step_end' -> [start, start + step, ..., end] (the original's np.arange(start,
-  end + step, step), without its float drift such as 0.6000000000000001)."""
+  end + step, step), without its float drift such as 0.6000000000000001); at most
+  MAX_TRUNCATIONS values, all finite."""
   try:
     start, step, end = [float(v) for v in spec.split('_')]
   except ValueError:
     raise UserError('--sample_trunc_curves %s must be start_step_end, e.g. 0.05_0.05_1.0' % spec)
+  if not all(math.isfinite(v) for v in (start, step, end)):
+    raise UserError('--sample_trunc_curves %s: start, step and end must be finite numbers, e.g. '
+                    '0.05_0.05_1.0' % spec)
   if step <= 0 or end < start:
     raise UserError('--sample_trunc_curves %s: step must be positive and end >= start, e.g. '
                     '0.05_0.05_1.0' % spec)
   count = int(math.floor((end - start) / step + 1e-9)) + 1
+  if count > MAX_TRUNCATIONS:
+    raise UserError('--sample_trunc_curves %s gives %d truncations, each a full IS/FID '
+                    'evaluation; at most %d: use a larger step' % (spec, count, MAX_TRUNCATIONS))
   return [round(start + i * step, 10) for i in range(count)]
 
 
 def check_truncations(G, values):
   """Refuse truncations that cannot be used, before anything is written."""
   for t in values:
-    if not t >= 0:
-      raise UserError('truncation %s is negative; truncations are thresholds >= 0' % t)
+    if not 0 <= t < math.inf:
+      raise UserError('truncation %s is %s; truncations are thresholds >= 0' % (
+          t, 'negative' if t < 0 else 'not a finite number'))
   if not hasattr(G, 'set_truncation') or not values:
     return
   saved = {name: b.clone() for name, b in G.named_buffers()}
@@ -224,23 +238,24 @@ def describe(config, z_, batch_size, weights, itr, network):
 
 
 def trunc_curve(G, z_, y_, config, metrics, values, path, plot=True):
-  """IS/FID at each truncation -> CSV (truncation,IS_mean,IS_std,FID; FID empty without it),
-  written row by row, then (with plot) its plot next to it. Returns the rows."""
+  """IS/FID at each truncation -> CSV (truncation,IS_mean,IS_std,FID; FID empty without it; then
+  the values of the other --metrics, metrics.fields), written row by row, then (with plot) its
+  plot next to it. Returns the rows."""
   mode = config['truncation_mode']
   print('Getting truncation values (%s) for %s...' % (mode, ', '.join('%g' % t for t in values)))
   os.makedirs(os.path.dirname(path), exist_ok=True)
   rows = []
   with open(path, 'w', newline='') as f:
     writer = csv.writer(f)
-    writer.writerow(CURVE_FIELDS)
+    writer.writerow(getattr(metrics, 'fields', CURVE_FIELDS))
     for t in values:
       use_truncation(G, z_, t, mode)
       if config['accumulate_stats']:
         sampling.accumulate_standing_stats(G, z_, y_, config['n_classes'],
                                            config['num_standing_accumulations'])
-      IS_mean, IS_std, FID = metrics()
-      rows.append((t, IS_mean, IS_std, FID))
-      writer.writerow([t, IS_mean, IS_std, '' if FID is None else FID])
+      scores = metrics()
+      rows.append((t,) + tuple(scores))
+      writer.writerow([t] + ['' if v is None else v for v in scores])
       f.flush()
   if plot:
     from logs import plot_truncation
@@ -277,11 +292,17 @@ def run(config, given=()):
   device = distributed.pick_device(config['device'])
   names = config['class_names'] if len(config['class_names'] or ()) == config['n_classes'] else None
   values = truncation_values(config['sample_trunc_curves']) if config['sample_trunc_curves'] else []
+  modes = ('sample_npz', 'sample_sheets', 'sample_interps', 'sample_random',
+           'sample_inception_metrics', 'sample_trunc_curves', 'sample_shapes_accuracy')
+  if not any(config[k] for k in modes):
+    print('warning: no sampling mode was given, so sample.py only loads G; add one or more of --%s'
+          % ', --'.join(modes), file=sys.stderr, flush=True)
   if config['sample_npz'] and config['sample_num_npz'] < 1:
     raise UserError('--sample_num_npz must be at least 1 (got %d)' % config['sample_num_npz'])
-  if (config['sample_inception_metrics'] or values) and config['num_inception_images'] < 2:
-    raise UserError('--num_inception_images must be at least 2 for IS/FID (got %d)'
-                    % config['num_inception_images'])
+  if config['sample_shapes_accuracy']:  # a run on other classes fails now
+    shapes_labels = shapes_classifier.shapes_labels(config['class_names'], config['n_classes'])
+  if config['sample_inception_metrics'] or values:
+    utils.check_inception_images(config)
   if any(config[k] for k in ('sample_npz', 'sample_sheets', 'sample_interps', 'sample_random',
                              'sample_trunc_curves')):  # an unusable folder fails now, not later
     root = config['samples_root']
@@ -302,10 +323,7 @@ def run(config, given=()):
   # Only IS/FID need the Inception network and the moments (the original always loaded them).
   get_inception_metrics = None
   if config['sample_inception_metrics'] or values:
-    get_inception_metrics = inception_utils.prepare_inception_metrics(
-        config['dataset'], config['parallel'], config['no_fid'], network=config['inception_net'],
-        weights=config['inception_weights'], data_root=config['data_root'],
-        resolution=config['resolution'], device=device)
+    get_inception_metrics = image_metrics.prepare_metrics(config, device)  # IS, FID, --metrics
 
   G_batch_size = max(config['G_batch_size'], config['batch_size'])
   z_, y_ = sampling.prepare_z_y(G_batch_size, G.dim_z, config['n_classes'], device=device,
@@ -355,14 +373,21 @@ def run(config, given=()):
     sampling.save_grid(images, results['random'], nrow=int(G_batch_size ** 0.5))
 
   def metrics():
-    IS_mean, IS_std, FID = get_inception_metrics(sample, config['num_inception_images'],
-                                                 num_splits=10, prints=False)
-    FID = None if config['no_fid'] else FID
-    print('%s: Inception Score is %3.3f +/- %3.3f, FID is %s' % (
-        describe(config, z_, G_batch_size, weights, state_dict['itr'],
-                 get_inception_metrics.network), IS_mean, IS_std,
-        'not computed (--no_fid)' if FID is None else '%5.4f' % FID))
-    return IS_mean, IS_std, FID
+    """(IS_mean, IS_std, FID or None, then the other --metrics' values in metrics.fields)."""
+    scores = get_inception_metrics(sample, config['num_inception_images'], prints=False)
+    IS_mean, IS_std, FID = scores['IS_mean'], scores['IS_std'], scores['FID']
+    extra = [(k, scores[k]) for k in metrics.fields[len(CURVE_FIELDS):]]
+    network = get_inception_metrics.network
+    resize = get_inception_metrics.resize
+    print('%s: Inception Score is %3.3f +/- %3.3f, FID is %s%s%s' % (
+        describe(config, z_, G_batch_size, weights, state_dict['itr'], network), IS_mean, IS_std,
+        'not computed (%s)' % ('--no_fid' if config['no_fid'] else 'not in --metrics')
+        if FID is None else '%5.4f' % FID, ''.join(', %s is %.5g' % kv for kv in extra),
+        '' if resize == inception_utils.NATIVE_RESIZE[network] else ' (%s resize)' % resize))
+    return (IS_mean, IS_std, FID) + tuple(v for _, v in extra)
+  if get_inception_metrics is not None:
+    metrics.fields = CURVE_FIELDS + tuple(
+        k for k in image_metrics.value_keys(get_inception_metrics.names) if k not in CURVE_FIELDS)
   if config['sample_inception_metrics']:
     print('Calculating Inception metrics...')
     results['metrics'] = metrics()
@@ -370,6 +395,15 @@ def run(config, given=()):
     results['trunc_curve'] = curve_path
     results['trunc_rows'] = trunc_curve(G, z_, y_, config, metrics, values, curve_path,
                                         plot=plot_curve)
+  if config['sample_shapes_accuracy']:
+    classifier = shapes_classifier.load_or_train(config['resolution'], config['data_root'], device)
+    results['shapes_accuracy'] = shapes_classifier.class_accuracy(
+        G, classifier, shapes_labels, draw=lambda n, gen: z_.draw(n, G.dim_z, generator=gen),
+        seed=config['seed'])
+    print('Shapes %s: %s, G in %s mode, %s, itr %d' % (
+        shapes_classifier.describe(results['shapes_accuracy'], names or config['class_names']),
+        weights, 'eval' if config['G_eval_mode'] else 'training', z_.describe(),
+        state_dict['itr']))
   return results
 
 

@@ -8,7 +8,9 @@ Writes weights_root/<exp>/{G,G_optim,D,D_optim,state_dict,G_ema}.pth (+ copy{n},
 logs_root/<exp>_log.jsonl, logs_root/<exp>/*.log, samples_root/<exp>/... with <exp> the
 experiment name (utils.name_from_config, or --experiment_name). --resume continues from the newest
 complete checkpoint, bit-exactly on CPU: the checkpoint holds every random state and the data
-position. SIGTERM / SIGUSR1 save at the next iteration boundary and exit 0.
+position. SIGTERM / SIGUSR1 save at the next iteration boundary and exit 0. One train.py at a time
+per experiment (a lock in weights_root/<exp>); without --resume an earlier run of the same name is
+moved aside to <exp>.old-<date>, not overwritten.
 """
 import functools
 import math
@@ -20,8 +22,8 @@ import torch
 
 import checkpoints
 import distributed
-import inception_utils
 import logger
+import metrics as image_metrics
 import sampling
 import train_fns
 import utils
@@ -103,8 +105,9 @@ def check_finite(rows, nets, itr, state_dict, config, experiment_name, ctx=None)
                   'then --resume' % (where, config['weights_root'], experiment_name))
 
 
+@checkpoints.releases_locks
 def run(config):
-  config = utils.prepare_config(config)
+  config = utils.prepare_config(config, training=True)
   ctx = distributed.setup(config['device'])
   device = ctx.device
   if ctx.distributed and config['parallel']:
@@ -117,6 +120,14 @@ def run(config):
   print('Experiment name is %s' % experiment_name)
   if ctx.is_main:
     utils.prepare_root(config)
+  # One run per experiment folder, locked before anything is written (rank 0 holds the lock for
+  # every rank); a --resume or --finetune_from without a folder fails before it is made.
+  source = experiment_name if config['resume'] else config['finetune_from']
+  if source and not os.path.isdir(os.path.join(config['weights_root'], source)):
+    checkpoints.newest_save(config['weights_root'], source,
+                            '--resume' if config['resume'] else '--finetune_from', recover=False)
+  distributed.on_main(ctx, checkpoints.lock_run,
+                      os.path.join(config['weights_root'], experiment_name))
   if config['tensorboard']:
     logger.summary_writer_class()  # installed? (before any work)
   torch.backends.cudnn.benchmark = True
@@ -144,8 +155,8 @@ def run(config):
 
   state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0,
                 'best_FID': 999999, 'config': config}
+  state_dict.update(image_metrics.initial_best(config))  # a --which_best beyond IS and FID
   saved = {}
-  source = experiment_name if config['resume'] else config['finetune_from']
   if source:
     # Rank 0 alone finishes or discards a save that was interrupted; the others wait, then read.
     if ctx.is_main:
@@ -207,16 +218,19 @@ def run(config):
                 else config['num_epochs'] * sampler.batches_per_epoch)
   total = min(config['num_iters'], run_length) if config['num_iters'] else run_length
   get_inception_metrics = None
-  if total >= config['test_every'] and state_dict['itr'] < total:
-    get_inception_metrics = inception_utils.prepare_inception_metrics(
-        config['dataset'], config['parallel'], config['no_fid'], network=config['inception_net'],
-        weights=config['inception_weights'], data_root=config['data_root'],
-        resolution=config['resolution'], device=device)
+  if total // config['test_every'] > state_dict['itr'] // config['test_every']:  # one is due
+    # Building the network draws its default init: off the training stream, so that a run's
+    # numbers do not depend on whether it evaluates (a first leg shorter than --test_every).
+    with torch.random.fork_rng(devices=[]):
+      get_inception_metrics = image_metrics.prepare_metrics(config, device)  # IS, FID, --metrics
 
   # Logs: fresh unless resuming, then cut back to the checkpoint's iteration; only now that
   # the data and the metrics' files are known good, so a bad input leaves the old logs.
   test_log = train_log = None
   if ctx.is_main:
+    if not config['resume']:  # an earlier run of this name is moved aside, never overwritten
+      checkpoints.set_aside(experiment_name, config['weights_root'], config['logs_root'],
+                            config['samples_root'])
     test_log = logger.MetricsLogger('%s/%s_log.jsonl' % (config['logs_root'], experiment_name),
                                     reinitialize=not config['resume'])
     train_log = logger.MyLogger('%s/%s' % (config['logs_root'], experiment_name),
@@ -233,6 +247,10 @@ def run(config):
     checkpoints.set_rng_state(saved['rng'][min(ctx.rank, len(saved['rng']) - 1)])
   elif ctx.distributed:
     torch.manual_seed(config['seed'] + 1000003 * ctx.rank)
+  # --DiffAugment / ADA / --LeCam (augment.SmallData): ADA's p, the augmentation streams, anchors.
+  small_data = getattr(D, 'small_data', None)
+  if small_data is not None:
+    small_data.load_state_dict(saved, ctx.rank)
 
   def save_state():
     """Everything beyond the original's fields that an exact resume needs."""
@@ -240,6 +258,8 @@ def run(config):
     state_dict['G_scaler'] = G.scaler.state_dict()
     state_dict['D_scaler'] = D.scaler.state_dict()
     state_dict['epoch'] = sampler.epoch_of(state_dict['itr'])
+    if small_data is not None:
+      state_dict.update(small_data.state_dict(lambda obj: distributed.gather_objects(obj, ctx)))
 
   def eval_mode():
     if config['G_eval_mode']:
@@ -283,29 +303,34 @@ def run(config):
         rows += progress.flush()
       if rows or saving or stopping:
         check_finite(rows, (G, D), itr, state_dict, config, experiment_name, ctx)
+      # Checkpoint sets are written once the iteration is over, after its evaluation and
+      # sampling (which move G_ema's buffers): see checkpoints.py.
+      sets = []
       if saving or testing or stopping:
-        save_state()
         eval_mode()
-      # Evaluate first, so that the checkpoint of this iteration holds its best IS/FID.
       if testing:
         with torch.random.fork_rng(devices=rng_devices):  # keep evaluation off the training stream
-          IS_mean, IS_std, FID = train_fns.test(
+          scores = train_fns.test(
               G, D, G_ema, z_, y_, state_dict, config, sample, get_inception_metrics,
-              experiment_name, test_log, is_main=ctx.is_main)
+              experiment_name, test_log, is_main=ctx.is_main, sets=sets)
         if tensorboard is not None:
-          tensorboard.scalars(itr, {'IS_mean': IS_mean, 'IS_std': IS_std, 'FID': FID})
+          tensorboard.scalars(itr, scores)
       if saving or stopping:
         with torch.random.fork_rng(devices=rng_devices):
           if saving:
             gen = torch.Generator(device).manual_seed(config['seed'] * 7919 + itr)
             fixed = train_fns.save_and_sample(G, D, G_ema, z_, y_, fixed_z, fixed_y, state_dict,
                                               config, experiment_name, is_main=ctx.is_main,
-                                              generator=gen)
+                                              generator=gen, sets=sets)
             if tensorboard is not None:
               tensorboard.image('fixed_samples', fixed, itr)
-          elif ctx.is_main:  # the end of the run, or preemption: the plain files only
-            checkpoints.save_weights(G, D, state_dict, config['weights_root'], experiment_name,
-                                     None, G_ema if config['ema'] else None)
+          else:  # the end of the run, or preemption: the plain files only
+            sets.append((None, {}))
+      if saving or testing or stopping:
+        save_state()
+        if ctx.is_main:
+          checkpoints.save_iteration(G, D, state_dict, config['weights_root'], experiment_name,
+                                     sets, G_ema if config['ema'] else None)
       if stopping:
         break
   finally:

@@ -7,7 +7,9 @@ micro-batches of G_batch_size, then the EMA update. Returns the last micro-batch
 tensors (no host synchronisation; train.py reads them at log intervals).
 
 Additions to the original: --amp autocast with GradScalers (G.scaler, D.scaler), DDP gradient
-synchronisation only on the last micro-batch, --loss, --no_toggle_grads.
+synchronisation only on the last micro-batch, --loss, --no_toggle_grads, and for small data
+--DiffAugment / --ada_target / --LeCam (augment.SmallData: D's inputs augmented by a pre-hook, the
+LeCam term in D's loss, ADA's p returned as ada_p).
 """
 import contextlib
 import importlib
@@ -15,10 +17,13 @@ import sys
 
 import torch
 
+import augment
 import checkpoints
 import distributed
+import inception_utils
 import layers
 import losses
+import metrics as image_metrics
 import sampling
 import utils
 from errors import UserError
@@ -112,6 +117,10 @@ def GAN_training_function(G, D, GD, z_, y_, ema, state_dict, config):
   replicas = getattr(GD, 'replicas', {})
   bs = config['batch_size']
   announced = set()
+  # --DiffAugment, ADA, --LeCam (augment.py): None when all are off; kept as D.small_data.
+  small_data = augment.SmallData.from_config(config, device)
+  if small_data is not None:
+    small_data.attach(D)
 
   def announce(text):
     if text not in announced:
@@ -147,6 +156,9 @@ def GAN_training_function(G, D, GD, z_, y_, ema, state_dict, config):
                                 split_D=config['split_D'])
           D_loss_real, D_loss_fake = discriminator_loss(D_fake, D_real)
           D_loss = (D_loss_real + D_loss_fake) / float(config['num_D_accumulations'])
+          if small_data is not None:
+            D_loss = D_loss + small_data.D_terms(D_real, D_fake) / float(
+                config['num_D_accumulations'])
           D.scaler.scale(D_loss).backward()
         counter += 1
       if config['D_ortho'] > 0.0:
@@ -183,8 +195,11 @@ def GAN_training_function(G, D, GD, z_, y_, ema, state_dict, config):
 
     if config['ema']:
       ema.update(state_dict['itr'])
-    return {'G_loss': G_loss.detach(), 'D_loss_real': D_loss_real.detach(),
-            'D_loss_fake': D_loss_fake.detach()}
+    out = {'G_loss': G_loss.detach(), 'D_loss_real': D_loss_real.detach(),
+           'D_loss_fake': D_loss_fake.detach()}
+    if small_data is not None:
+      out.update(small_data.update(state_dict['itr']))
+    return out
   return train
 
 
@@ -201,11 +216,16 @@ def standing_stats(net, z_, y_, config):
 
 
 def save_and_sample(G, D, G_ema, z_, y_, fixed_z, fixed_y, state_dict, config, experiment_name,
-                    is_main=True, generator=None):
+                    is_main=True, generator=None, sets=None):
   """Save the plain and the rotating copy{n} checkpoint, then write fixed samples, class sheets and
   interpolation sheets for this iteration (main process only; `generator` keeps the sheets off the
-  global random stream)."""
-  if is_main:
+  global random stream). With a list `sets`, the checkpoints are appended to it as (suffix, {}) for
+  the caller to write after the sampling (checkpoints.save_iteration) instead."""
+  if sets is not None:
+    sets.append((None, {}))
+    if config['num_save_copies'] > 0:
+      sets.append(('copy%d' % state_dict['save_num'], {}))
+  elif is_main:
     checkpoints.save_weights(G, D, state_dict, config['weights_root'], experiment_name, None,
                              G_ema if config['ema'] else None)
     if config['num_save_copies'] > 0:
@@ -217,8 +237,15 @@ def save_and_sample(G, D, G_ema, z_, y_, fixed_z, fixed_y, state_dict, config, e
   net = which_G(G, G_ema, config)
   if config['accumulate_stats']:
     standing_stats(net, z_, y_, config)
-  if not is_main:
-    return
+  fixed_Gz = _sample_sheets(net, z_, fixed_z, fixed_y, state_dict, config, experiment_name,
+                            generator) if is_main else None
+  if net.training:  # rank 0's sampling moved its SN vectors and BN statistics: all go on from them
+    distributed.sync_buffers(net)
+  return fixed_Gz
+
+
+def _sample_sheets(net, z_, fixed_z, fixed_y, state_dict, config, experiment_name, generator):
+  """This iteration's fixed samples, class sheets and interpolation sheets from `net`."""
   with layers.local_batch_statistics():
     fixed_Gz = sampling.run_G(net, fixed_z, net.shared(fixed_y), config['parallel'])
     sampling.save_grid(fixed_Gz, '%s/%s/fixed_samples%d.jpg' % (
@@ -239,9 +266,11 @@ def save_and_sample(G, D, G_ema, z_, y_, fixed_z, fixed_y, state_dict, config, e
 
 
 def test(G, D, G_ema, z_, y_, state_dict, config, sample, get_inception_metrics, experiment_name,
-         test_log, is_main=True):
-  """IS/FID of the sampling G; a better value (which_best) saves a best{n} copy. Logged to the
-  jsonl with the Inception network used."""
+         test_log, is_main=True, sets=None):
+  """IS/FID (and --metrics) of the sampling G; a better value (--which_best, in its metric's
+  direction) saves a best{n} copy (with a list `sets`: appends it as (suffix, the state fields it
+  keeps from before this evaluation), for the caller to write at the end of the iteration).
+  Logged to the jsonl with the Inception network used; returns the scalar scores."""
   print('Gathering inception metrics...')
   net = which_G(G, G_ema, config)
   if config['accumulate_stats']:
@@ -249,18 +278,34 @@ def test(G, D, G_ema, z_, y_, state_dict, config, sample, get_inception_metrics,
   # Under torchrun every rank samples its share of the images, and the shares can need different
   # numbers of batches: a train-mode cross-replica BN (no --G_eval_mode) must not all-reduce.
   with layers.local_batch_statistics():
-    IS_mean, IS_std, FID = get_inception_metrics(sample, config['num_inception_images'],
-                                                 num_splits=10)
+    scores = get_inception_metrics(sample, config['num_inception_images'])
   if net.training:  # sampling moved the ranks' BN statistics and SN vectors apart
     distributed.sync_buffers(net)
-  FID = float('nan') if FID is None or config['no_fid'] else float(FID)
-  print('Itr %d: Inception Score is %3.3f +/- %3.3f, FID is %5.4f (%s network)'
-        % (state_dict['itr'], IS_mean, IS_std, FID, config.get('inception_net', 'torchvision')))
-  improved = ((config['which_best'] == 'IS' and IS_mean > state_dict['best_IS'])
-              or (config['which_best'] == 'FID' and FID < state_dict['best_FID']))
+  # Scalars only (IFID's per-class values are evaluate.py's); NaN for what was not computed.
+  scores = {k: float('nan') if v is None else float(v) for k, v in scores.items()
+            if not isinstance(v, dict)}
+  if config['no_fid']:
+    scores['FID'] = float('nan')
+  IS_mean, IS_std, FID = scores['IS_mean'], scores['IS_std'], scores['FID']
+  extra = {k: v for k, v in scores.items() if k not in ('IS_mean', 'IS_std', 'FID')}
+  network = config.get('inception_net', 'torchvision')
+  resize = getattr(get_inception_metrics, 'resize', None)
+  resize = None if resize in (None, inception_utils.NATIVE_RESIZE[network]) else resize
+  print('Itr %d: Inception Score is %3.3f +/- %3.3f, FID is %5.4f%s (%s network%s)'
+        % (state_dict['itr'], IS_mean, IS_std, FID,
+           ''.join(', %s is %.5g' % kv for kv in extra.items()), network,
+           ', %s resize' % resize if resize else ''))
+  key, higher, best_key = image_metrics.best_metric(config['which_best'])
+  value = scores[key]
+  best = float(state_dict.setdefault(best_key, -float('inf') if higher else float('inf')))
+  improved = value > best if higher else value < best
   if improved:
     print('%s improved over previous best, saving checkpoint...' % config['which_best'])
-    if is_main:
+    if sets is not None:
+      kept = ('best_IS', 'best_FID', 'save_best_num') + ((best_key,) if best_key not in
+                                                          ('best_IS', 'best_FID') else ())
+      sets.append(('best%d' % state_dict['save_best_num'], {k: state_dict[k] for k in kept}))
+    elif is_main:
       checkpoints.save_weights(G, D, state_dict, config['weights_root'], experiment_name,
                                'best%d' % state_dict['save_best_num'],
                                G_ema if config['ema'] else None)
@@ -268,8 +313,13 @@ def test(G, D, G_ema, z_, y_, state_dict, config, sample, get_inception_metrics,
   state_dict['best_IS'] = max(float(state_dict['best_IS']), float(IS_mean))
   if FID == FID:  # not NaN
     state_dict['best_FID'] = min(float(state_dict['best_FID']), FID)
+  if best_key not in ('best_IS', 'best_FID') and value == value:
+    state_dict[best_key] = max(best, value) if higher else min(best, value)
   if is_main and test_log is not None:
+    # The original's keys, the network, then the other metrics (and a resize policy that is
+    # not the network's own); null for what was not computed.
     test_log.log(itr=int(state_dict['itr']), IS_mean=float(IS_mean), IS_std=float(IS_std),
-                 FID=(FID if FID == FID else None),
-                 inception_net=config.get('inception_net', 'torchvision'))
-  return float(IS_mean), float(IS_std), FID
+                 FID=(FID if FID == FID else None), inception_net=network,
+                 **{k: (v if v == v else None) for k, v in extra.items()},
+                 **({'inception_resize': resize} if resize else {}))
+  return scores

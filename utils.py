@@ -179,7 +179,9 @@ def prepare_parser():
   add('--num_best_copies', type=int, default=2,
       help='Rotating best-metric checkpoint copies to keep (default: %(default)s)')
   add('--which_best', type=str, default='IS',
-      help='Metric that decides "best" checkpoints: IS or FID (default: %(default)s)')
+      help='Metric that decides "best" checkpoints: IS or FID, or (new) another of --metrics: '
+           'KID, PR (its recall), DC (its coverage), IFID, or a value such as precision '
+           '(default: %(default)s)')
   add('--no_fid', action='store_true', default=False,
       help='Compute IS only, not FID (default: %(default)s)')
   add('--test_every', type=int, default=5000,
@@ -283,8 +285,47 @@ def prepare_parser():
   add('--inception_weights', type=str, default='',
       help='(new) Weights file for the Inception network, for machines without internet '
            '(default: %(default)s)')
+  # Metrics (metrics.py): one Inception pass feeds all of them.
+  add('--metrics', type=str, default='IS,FID',
+      help='(new) Metrics, comma-separated: IS, FID, KID (kernel inception distance), PR '
+           '(precision, recall), DC (density, coverage), IFID (intra-class FID). train.py and '
+           'sample.py always compute IS (the log\'s first keys) and drop FID with --no_fid; the '
+           'metrics beyond IS and FID read a cache of the dataset\'s features that '
+           'calculate_inception_moments.py --metrics makes (default: %(default)s)')
+  add('--kid_subsets', type=int, default=100,
+      help='(new) KID: number of random subset pairs averaged (default: %(default)s)')
+  add('--kid_subset_size', type=int, default=1000,
+      help='(new) KID: images per subset, at most the images of each set '
+           '(default: %(default)s)')
+  add('--inception_resize', type=str, default='auto', choices=['auto', 'tf', 'torch', 'clean'],
+      help='(new) How images are resized to the 299 px Inception input: auto (the network\'s '
+           'own: tf for --inception_net tf, torch for torchvision), tf (TF 1.x bilinear), torch '
+           '(PyTorch bilinear, align_corners, the original monitor\'s) or clean (clean-fid\'s '
+           'PIL bicubic on uint8 images) (default: %(default)s)')
   add('--tensorboard', action='store_true', default=False,
       help='(new) Mirror scalars and samples to TensorBoard under logs_root/<exp>/tb '
+           '(default: %(default)s)')
+
+  # --- Small data: augmentation and regularisation of D (augment.py) --------------------------
+  add('--DiffAugment', type=str, default='',
+      help='(new) DiffAugment policy: a comma list of translation, color, cutout, applied to '
+           'every image D sees, real and fake (Zhao et al. 2020) (default: none)')
+  add('--ada_target', type=float, default=0.0,
+      help='(new) Adaptive augmentation (ADA, Karras et al. 2020): steer the probability p of '
+           'its pipeline so that E[sign(D(real))] stays at this target, e.g. 0.6; 0 is off '
+           '(default: %(default)s)')
+  add('--ada_p', type=float, default=0.0,
+      help='(new) ADA\'s starting p; with --ada_target 0 a fixed p (default: %(default)s)')
+  add('--ada_interval', type=int, default=4,
+      help='(new) Iterations between adjustments of ADA\'s p (default: %(default)s)')
+  add('--ada_kimg', type=float, default=500.0,
+      help='(new) Speed of ADA\'s p: thousands of real images D sees for p to go from 0 to 1 '
+           '(default: %(default)s)')
+  add('--LeCam', type=float, default=0.0,
+      help='(new) Weight of the LeCam regulariser of D (Tseng et al. 2021), e.g. 0.3; 0 is off '
+           '(default: %(default)s)')
+  add('--LeCam_decay', type=float, default=0.99,
+      help='(new) Decay of the moving averages of D\'s outputs that LeCam uses as anchors '
            '(default: %(default)s)')
 
   # --- Logging --------------------------------------------------------------------------------
@@ -321,6 +362,11 @@ def add_sample_parser(parser):
            '(default: none)')
   add('--sample_inception_metrics', action='store_true', default=False,
       help='Compute IS/FID of the loaded G (default: %(default)s)')
+  add('--sample_shapes_accuracy', action='store_true', default=False,
+      help='(new) Class accuracy of the loaded G on the Shapes classes: the share of 100 samples '
+           'per class that a small classifier, trained on real Shapes images and cached in '
+           'data_root, labels with the class they were drawn for (shapes_classifier.py) '
+           '(default: %(default)s)')
   add('--truncation', type=float, default=None,
       help='(new) Truncation threshold t >= 0 of z for every sample.py mode, in the sense of '
            '--truncation_mode; a TF-Hub biggan-deep G also switches to its BN statistics for t '
@@ -392,6 +438,11 @@ def name_from_config(config):
       when(c['G_shared'], 'Gshared'),
       when(c['hier'], 'hier'),
       when(c['ema'], 'ema'),
+      when(bool(c.get('DiffAugment')), 'DA%s' % '-'.join(
+          part.strip() for part in str(c.get('DiffAugment')).split(',') if part.strip())),
+      when(c.get('ada_target', 0) > 0, 'ADA%g' % c.get('ada_target', 0)),
+      when(c.get('ada_p', 0) > 0, 'ADAp%g' % c.get('ada_p', 0)),
+      when(c.get('LeCam', 0) > 0, 'LeCam%g' % c.get('LeCam', 0)),
       when(bool(c['name_suffix']), c['name_suffix']),
   ]
   name = '_'.join(part for part in parts if part is not None)
@@ -462,6 +513,9 @@ def load_model_module(name):
   except ModuleNotFoundError as e:
     if e.name != name:
       raise
+    if name.endswith('.py'):
+      raise UserError('--model %s: give the module name without .py, e.g. --model %s'
+                      % (name, name[:-3]))
     raise UserError('unknown --model %s: there is no %s.py; use BigGAN or BigGANdeep' % (name, name))
 
 
@@ -481,6 +535,14 @@ def check_config(config):
   for key in ['save_every', 'test_every']:
     _check(config[key] >= 1, '--%s must be at least 1 iteration (got %s)' % (key, config[key]))
   _check(config['num_best_copies'] >= 1, '--num_best_copies must be at least 1')
+  for side in 'GD':  # Adam's own limits, said before it is built
+    _check(config[side + '_lr'] >= 0, '--%s_lr must be a number >= 0 (got %s)'
+           % (side, config[side + '_lr']))
+    for beta in ('B1', 'B2'):
+      value = config[side + '_' + beta]
+      _check(0 <= value < 1, '--%s_%s is an Adam beta and must be in [0, 1) (got %s)'
+             % (side, beta, value))
+  _check(config['adam_eps'] >= 0, '--adam_eps must be a number >= 0 (got %s)' % config['adam_eps'])
   _check(not config['use_ema'] or config['ema'],
          '--use_ema samples with G_ema, which only exists with --ema: add --ema or drop --use_ema')
   for side in 'GD':
@@ -492,25 +554,99 @@ def check_config(config):
     for res in str(config[side + '_attn']).split('_'):
       _check(res.isdigit(), '--%s_attn %s must be resolutions joined by _, e.g. 32_64, or 0'
              % (side, config[side + '_attn']))
-  _check(config['which_best'] in ('IS', 'FID'), '--which_best must be IS or FID')
-  _check(not (config['which_best'] == 'FID' and config['no_fid']),
-         '--which_best FID needs FID: drop --no_fid or use --which_best IS')
+  import metrics
+  metrics.check_config(config)  # --metrics, --which_best (any metric, its direction), KID sizes
   if config['which_train_fn'] != 'dummy':
     import train_fns
     train_fns.training_function(config['which_train_fn'])  # a UserError if there is none
   _check(config['pbar'] in ('mine', 'tqdm'), '--pbar must be mine or tqdm')
   _check(config['norm_style'].split('_')[0] in ('bn', 'in', 'ln', 'gn', 'nonorm'),
          '--norm_style %s is unknown; use bn, in, ln, gn or nonorm' % config['norm_style'])
+  if config['norm_style'].startswith('gn_'):
+    kind, _, number = config['norm_style'][3:].partition('_')
+    _check(kind in ('grp', 'ch') and number.isdigit() and int(number) >= 1,
+           '--norm_style %s is not a group norm style; use gn, gn_grp_GROUPS or gn_ch_CHANNELS '
+           'with a whole number >= 1, e.g. gn_grp_8' % config['norm_style'])
   _check(not config['hier'] or config['G_shared'],
          '--hier concatenates z chunks to the shared embedding: add --G_shared')
   _check(config['ema_decay'] >= 0 and config['ema_decay'] <= 1, '--ema_decay must be in [0, 1]')
   _check(not config.get('G_tfhub') or config['model'] == 'BigGANdeep',
          '--G_tfhub is the TF-Hub variant of BigGAN-deep: use it with --model BigGANdeep')
+  import augment
+  augment.parse_policy(config.get('DiffAugment') or '')  # a UserError for an unknown op
+  for key in ('ada_target', 'ada_p'):
+    _check(0 <= config.get(key, 0) <= 1, '--%s must be in [0, 1] (got %s)' % (key, config.get(key)))
+  _check(config.get('ada_interval', 1) >= 1, '--ada_interval must be at least 1 iteration')
+  _check(config.get('ada_kimg', 1) > 0, '--ada_kimg must be positive (thousands of images)')
+  _check(config.get('LeCam', 0) >= 0, '--LeCam must not be negative (0 is off)')
+  _check(0 <= config.get('LeCam_decay', 0) < 1, '--LeCam_decay must be in [0, 1)')
 
 
-def prepare_config(config):
+def check_architecture(config, side, arch, training=False):
+  """Flags the architecture table of G or D cannot honour: too short a hierarchical z, group
+  counts that do not divide the channels, and in training attention at a resolution with no block
+  (dropped without a word, though the experiment name says it: refused for a new run, a warning
+  on --resume)."""
+  stage = arch(config[side + '_ch'], config[side + '_attn'])[config['resolution']]
+  labels = sorted(set(stage['resolution']))
+  missing = [r for r in str(config[side + '_attn']).split('_') if r != '0'
+             and int(r) not in labels]
+  if missing and training:
+    message = ('--%s_attn %s: %s at %d px has no block at %s px, so that attention would not '
+               'exist though the experiment name says it; use some of %s joined by _, or 0'
+               % (side, config[side + '_attn'], side, config['resolution'], ', '.join(missing),
+                  ', '.join(str(r) for r in labels)))
+    _check(config.get('resume'), message)
+    print('warning: %s' % message, file=sys.stderr, flush=True)
+  if side != 'G':
+    return
+  if config['hier'] and config['model'] == 'BigGAN':
+    slots = len(stage['in_channels']) + 1
+    _check(config['dim_z'] >= slots, '--hier splits z into %d chunks (the linear layer and %d '
+           'blocks) at %d px, so --dim_z must be at least %d (got %d)'
+           % (slots, slots - 1, config['resolution'], slots, config['dim_z']))
+  style = config['norm_style']
+  if style.startswith('gn'):
+    channels = set(stage['in_channels'] + stage['out_channels'])
+    if config['model'] == 'BigGANdeep':  # its blocks' bottlenecks
+      channels |= {c // 4 for c in stage['in_channels']}
+    number = int(style.split('_')[-1]) if style != 'gn' else 16
+    groups = {c: (max(c // number, 1) if '_ch_' in style else number) for c in channels}
+    bad = sorted(c for c in channels if c % groups[c])
+    _check(not bad, '--norm_style %s: G\'s normalised layers of %s channels cannot be split into '
+           '%s; use gn_grp_N or gn_ch_N with an N that divides %s' % (
+               style, ', '.join(str(c) for c in bad),
+               ('groups of %d channels' if '_ch_' in style else '%d groups') % number,
+               ', '.join(str(c) for c in sorted(channels))))
+
+
+def check_training(config):
+  """train.py's own checks, before any work: flags that would fail only after training, or that
+  would do nothing."""
+  _check(config['num_epochs'] >= 1, '--num_epochs %d trains nothing (--num_iters stops at '
+         'whichever comes first); give --num_epochs 1 or more' % config['num_epochs'])
+  _check(not config['load_weights'] or config['resume'] or config['finetune_from'],
+         '--load_weights %s loads a checkpoint only with --resume (or --finetune_from); add '
+         '--resume to continue from it' % config['load_weights'])
+  if config['resume'] and config['finetune_from']:
+    print('Notice: --finetune_from %s is not used with --resume: this run continues from its own '
+          'checkpoint' % config['finetune_from'])
+  evaluates = not config['num_iters'] or config['num_iters'] >= config['test_every']
+  if evaluates:
+    check_inception_images(config, '; this run evaluates every --test_every %d iterations: raise '
+                           'it, or set --test_every beyond --num_iters' % config['test_every'])
+
+
+def check_inception_images(config, advice=''):
+  """IS needs 2 images at least (and 0 gave a KeyError only once the images were drawn)."""
+  _check(config['num_inception_images'] >= 2, '--num_inception_images must be at least 2 for '
+         'IS/FID (got %d)%s' % (config['num_inception_images'], advice))
+
+
+def prepare_config(config, training=False):
   """Everything train.py and sample.py derive from the flags, as the original's run() did:
-  roots, resolution, n_classes, activations; then checks. Returns the same dict."""
+  roots, resolution, n_classes, activations; then checks (with training, train.py's too). Returns
+  the same dict."""
   import datasets
   config = update_config_roots(config)
   try:
@@ -537,6 +673,9 @@ def prepare_config(config):
       _check(config['resolution'] in arch(), '%s has no %s architecture for resolution %d; '
              'available: %s' % (config['model'], side, config['resolution'],
                                 ', '.join(str(r) for r in sorted(arch()))))
+      check_architecture(config, side, arch, training)
+  if training:
+    check_training(config)
   old_fp16 = [f for f in ['G_fp16', 'D_fp16', 'G_mixed_precision', 'D_mixed_precision']
               if config.get(f)]
   if old_fp16 and config.get('amp', 'off') == 'off':

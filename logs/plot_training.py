@@ -5,7 +5,8 @@ process_training.m).
 
 Reads every <metric>.log in the folder (lines 'itr: value', any --logstyle such as %3.3e or
 %3.3f), from this project or the original. Panels: losses (G_loss, D_loss_real, D_loss_fake and any
-other non-SV metric), raw and smoothed; then the singular values of G's and of D's SN layers
+other non-SV metric), raw and smoothed; ADA's augmentation probability (ada_p.log, written with
+--ada_target or --ada_p) when there is one; then the singular values of G's and of D's SN layers
 (files G_..._sv0.log / D_..._sv0.log, written with --log_G_spectra / --log_D_spectra) when there
 are any. The image goes to logs/<experiment name>_training.png unless --out says otherwise.
 """
@@ -24,6 +25,7 @@ from logs import logtools  # noqa: E402
 # The original's colours: red for G, blue for D on reals, green for D on fakes.
 LOSS_COLORS = {'G_loss': 'tab:red', 'D_loss_real': 'tab:blue', 'D_loss_fake': 'tab:green'}
 SV_LOG = re.compile(r'^([GD])_(.*sv\d+)$')
+AUGMENTATION_LOGS = ('ada_p',)
 MAX_LEGEND = 12  # above this many SV series, only the largest ones are named
 METRIC_FORMAT = "lines 'itr: value' (a per-metric log of logs_root/<experiment name>)"
 
@@ -81,7 +83,8 @@ def _natural_key(name):
 
 
 def find_metric_logs(logdir):
-  """{'losses': {...}, 'G': {...}, 'D': {...}}, each {series name: path}, of a run's .log files."""
+  """{'losses': {...}, 'augmentation': {...}, 'G': {...}, 'D': {...}}, each {series name: path},
+  of a run's .log files."""
   if not os.path.isdir(logdir):
     if logdir.endswith('.jsonl'):
       raise errors.UserError('%s is an Inception-metrics log; plot it with logs/plot_inception.py, '
@@ -96,12 +99,14 @@ def find_metric_logs(logdir):
     raise errors.UserError('%s has no <metric>.log files; pass the run\'s log folder logs_root/'
                            '<experiment name> (runs with --logstyle pickle, npz or mat are not '
                            'read)' % logdir)
-  groups = {'losses': {}, 'G': {}, 'D': {}}
+  groups = {'losses': {}, 'augmentation': {}, 'G': {}, 'D': {}}
   for path in paths:
     name = os.path.basename(path)[:-len('.log')]
     match = SV_LOG.match(name)
     if match:
       groups[match.group(1)][match.group(2)] = path
+    elif name in AUGMENTATION_LOGS:
+      groups['augmentation'][name] = path
     else:
       groups['losses'][name] = path
   return {group: dict(sorted(logs.items(), key=lambda item: _natural_key(item[0])))
@@ -121,11 +126,13 @@ def plot_training(logdir, out_path='', window=0):
   series = {group: {name: logtools.drop_superseded(*read_metric_log(path))
                     for name, path in logs.items()}
             for group, logs in groups.items()}
-  panels = [group for group in ('losses', 'G', 'D') if series[group]]
+  panels = [group for group in ('losses', 'augmentation', 'G', 'D') if series[group]]
   fig, axes = logtools.new_figure(len(panels), os.path.basename(run))
   for group, ax in zip(panels, axes):
     if group == 'losses':
       _plot_losses(ax, series[group], window)
+    elif group == 'augmentation':
+      _plot_augmentation(ax, series[group])
     else:
       _plot_singular_values(ax, series[group], 'Singular values in %s' % group)
   axes[-1].set_xlabel('iteration')
@@ -151,6 +158,16 @@ def _plot_losses(ax, losses, window):
   ax.set_title('Losses', fontsize=10)
   ax.set_ylabel('loss')
   ax.legend(fontsize=7, loc='upper right')
+
+
+def _plot_augmentation(ax, series):
+  """ADA's p as logged (a step function: it changes every --ada_interval iterations)."""
+  for name, (itr, value) in series.items():
+    ax.step(itr, value, where='post', color='tab:purple', linewidth=1.2, label=name)
+  ax.set_ylim(-0.02, 1.02)
+  ax.set_title('Augmentation probability p (ADA)', fontsize=10)
+  ax.set_ylabel('p')
+  ax.legend(fontsize=7, loc='upper left')
 
 
 def _plot_singular_values(ax, svs, title):

@@ -37,3 +37,15 @@ def one_thread():
   torch.set_num_threads(1)
   yield
   torch.set_num_threads(threads)
+
+
+def fork_ranks(target, args=(), world=2, timeout=60):
+  """target(rank, *args) in `world` forked processes (gloo tests), all of which must exit 0."""
+  import multiprocessing
+  context = multiprocessing.get_context('fork')
+  procs = [context.Process(target=target, args=(rank,) + tuple(args)) for rank in range(world)]
+  for p in procs:
+    p.start()
+  for p in procs:
+    p.join(timeout)
+  assert [p.exitcode for p in procs] == [0] * world
