@@ -1,8 +1,9 @@
 #!/bin/bash
 # A class-conditional BigGAN for a small image folder (about 1k-10k images, one subfolder per
 # class) on a modest machine: a 2-core CPU or one GPU. The recipe (width, batch, learning rates,
-# D steps, EMA, augmentation, regularisation) was chosen by measurement on Shapes subsets and
-# procedurally drawn textures: README, "Small datasets and modest hardware".
+# D steps, EMA, augmentation, regularisation) is the quickstart's model with the published small-data
+# remedies (DiffAugment, LeCam) and a slower EMA for long runs; it has not yet been compared with
+# alternatives by bench/bench_small_data.py: README, "Small datasets and modest hardware".
 #
 #   bash scripts/launch_small_data.sh --dataset /path/to/folder --resolution 32 [train.py flags]
 #
