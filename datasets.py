@@ -432,10 +432,14 @@ class Shapes(ImageDataset):
   shapes = ('circle', 'square', 'triangle', 'plus', 'ring')
   colours = (('red', 0.0), ('blue', 0.62))
 
-  def __init__(self, resolution=32, augment=False, num_images=10000, seed=0, **kwargs):
+  def __init__(self, resolution=32, augment=False, num_images=10000, seed=0, load_in_mem=False,
+               **kwargs):
     names = self.read_class_names(None)
     super().__init__(np.arange(num_images) % len(names), names, resolution, augment)
     self.seed = seed
+    # Drawing an image costs about as much as a small model's step spends on it: with load_in_mem
+    # each is drawn once, on first use (the same pixels, so the same run), and then kept.
+    self._kept = {} if load_in_mem else None
     centres = (np.arange(resolution) + 0.5) / resolution
     self._x, self._y = np.meshgrid(centres, centres)
 
@@ -458,6 +462,13 @@ class Shapes(ImageDataset):
     return abs(np.hypot(u, v) - 0.72) - 0.28  # ring
 
   def read(self, index, rng=None):
+    if self._kept is None:
+      return self._draw(index)
+    if index not in self._kept:
+      self._kept[index] = self._draw(index)
+    return self._kept[index]
+
+  def _draw(self, index):
     label = int(self.labels[index])
     r = np.random.default_rng([self.seed, index])
     radius = r.uniform(0.18, 0.38)
@@ -582,7 +593,7 @@ def open_dataset(dataset, data_root='data', resolution=0, augment=False, load_in
                              '--data_root %s`' % (path, dataset[:-len('_hdf5')], data_root))
     result = ILSVRC_HDF5(path, augment=augment, load_in_mem=load_in_mem)
   elif kind == 'shapes':
-    result = Shapes(size, augment=augment)
+    result = Shapes(size, augment=augment, load_in_mem=load_in_mem)
   else:
     result = dset_dict[dataset](path, augment=augment)
   result.info = info

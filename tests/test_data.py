@@ -100,6 +100,13 @@ def test_shapes_are_deterministic_balanced_and_in_range():
     assert torch.equal(x, b[i][0])
     assert not torch.equal(x, other[i][0])
   assert np.bincount(datasets.Shapes(32).labels).tolist() == [1000] * 10
+  kept = datasets.open_dataset('Shapes', resolution=40, load_in_mem=True)
+  flipped = datasets.Shapes(40, augment=True, load_in_mem=True)
+  for i in (3, 7, 3):  # kept images are the drawn ones; a flip does not change what is kept
+    assert np.array_equal(kept.read(i)[0], a.read(i)[0])
+    flipped[(i, (5,))]
+    assert np.array_equal(flipped.read(i)[0], a.read(i)[0])
+  assert sorted(kept._kept) == [3, 7]
 
 
 def test_shapes_classes_are_learnable(one_thread):
