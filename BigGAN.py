@@ -63,7 +63,8 @@ class Generator(models.Generator):
     self.blocks = nn.ModuleList([nn.ModuleList(self.with_attention(index, [layers.GBlock(
         in_channels=self.arch['in_channels'][index], out_channels=self.arch['out_channels'][index],
         which_conv=self.which_conv, which_bn=self.which_bn, activation=self.activation,
-        upsample=layers.upsample_nearest2x if self.arch['upsample'][index] else None)]))
+        upsample=layers.upsample_nearest2x if self.arch['upsample'][index] else None,
+        fold=self.fold_resampling)]))
         for index in range(len(self.arch['out_channels']))])
     self.output_layer = self.make_output_layer()
     self.finish()
@@ -88,37 +89,9 @@ class Discriminator(models.Discriminator):
         in_channels=self.arch['in_channels'][index], out_channels=self.arch['out_channels'][index],
         which_conv=self.which_conv, wide=self.D_wide, activation=self.activation,
         preactivation=(index > 0),
-        downsample=nn.AvgPool2d(2) if self.arch['downsample'][index] else None)])
+        downsample=nn.AvgPool2d(2) if self.arch['downsample'][index] else None,
+        fold=self.fold_resampling)])
 
 
-class G_D(nn.Module):
-  """G and D in one module, so that nn.DataParallel / DDP run both on each replica and G's output
-  never gathers on one device."""
-
-  def __init__(self, G, D):
-    super(G_D, self).__init__()
-    self.G = G
-    self.D = D
-
-  # DDP replicas of G and D, set by distributed.wrap: the one being trained runs through its
-  # replica (which averages its gradients over processes), the other one directly.
-  replicas = {}
-
-  def forward(self, z, gy, x=None, dy=None, train_G=False, return_G_z=False, split_D=False):
-    with torch.set_grad_enabled(train_G):
-      if train_G and 'G' in self.replicas:
-        G_z = self.replicas['G'](z, gy)
-      else:
-        G_z = self.G(z, self.G.shared(gy))
-    D = self.replicas['D'] if not train_G and 'D' in self.replicas else self.D
-    if split_D:
-      D_fake = D(G_z, gy)
-      if x is not None:
-        return D_fake, D(x, dy)
-      return (D_fake, G_z) if return_G_z else D_fake
-    D_input = torch.cat([G_z, x], 0) if x is not None else G_z
-    D_class = torch.cat([gy, dy], 0) if dy is not None else gy
-    D_out = D(D_input, D_class)
-    if x is not None:
-      return torch.split(D_out, [G_z.shape[0], x.shape[0]])  # D_fake, D_real
-    return (D_out, G_z) if return_G_z else D_out
+# The original's place of G_D; the forward pass of both nets lives with the bases.
+G_D = models.G_D

@@ -20,7 +20,9 @@ import torch.nn.functional as F
 
 import layers
 import models
-from BigGAN import G_D, G_arch, attention_resolutions  # noqa: F401 (G_D re-exported)
+from BigGAN import G_arch, attention_resolutions  # noqa: F401 (the original's names here)
+
+G_D = models.G_D  # the original's name here
 
 
 # TF-Hub's biggan-deep modules store BN statistics for the truncations 0, 1/50, 2/50, ..., 1.
@@ -40,10 +42,11 @@ def truncation_rows(truncation, n=TFHUB_TRUNCATIONS):
 
 
 class GBlock(nn.Module):
-  """Bottleneck block: 1x1 down to in/channel_ratio, two 3x3, 1x1 up; the shortcut drops channels."""
+  """Bottleneck block: 1x1 down to in/channel_ratio, two 3x3, 1x1 up; the shortcut drops
+  channels."""
 
   def __init__(self, in_channels, out_channels, which_conv=layers.SNConv2d, which_bn=layers.bn,
-               activation=None, upsample=None, channel_ratio=4):
+               activation=None, upsample=None, channel_ratio=4, fold=True):
     super(GBlock, self).__init__()
     self.in_channels, self.out_channels = in_channels, out_channels
     self.hidden_channels = self.in_channels // channel_ratio
@@ -59,13 +62,14 @@ class GBlock(nn.Module):
     self.bn3 = self.which_bn(self.hidden_channels)
     self.bn4 = self.which_bn(self.hidden_channels)
     self.upsample = upsample
+    self.fold = fold  # folded resampling (layers.upsample_conv)
 
   def forward(self, x, y):
     h = self.conv1(self.activation(self.bn1(x, y)))
     h = self.activation(self.bn2(h, y))
     if self.in_channels != self.out_channels:
       x = x[:, :self.out_channels]
-    h = layers.upsample_conv(self.upsample, self.conv2, h)
+    h = layers.upsample_conv(self.upsample, self.conv2, h, self.fold)
     if self.upsample:
       x = self.upsample(x)
     h = self.conv3(self.activation(self.bn3(h, y)))
@@ -99,7 +103,7 @@ class Generator(models.Generator):
                           else self.arch['in_channels'][index]),
             which_conv=self.which_conv, which_bn=self.which_bn, activation=self.activation,
             upsample=(layers.upsample_nearest2x if self.arch['upsample'][index] and last
-                      else None))])
+                      else None), fold=self.fold_resampling)])
       blocks[-1] = self.with_attention(index, blocks[-1])
     self.blocks = nn.ModuleList([nn.ModuleList(block) for block in blocks])
     # TF-Hub's output conv has G_ch channels (the first 3 are the image); spectral norm is taken
@@ -114,9 +118,6 @@ class Generator(models.Generator):
     return [m for m in self.modules() if hasattr(m, 'truncation_mean')]
 
   def _add_truncation_tables(self):
-    if self.cross_replica or self.mybn or self.norm_style != 'bn':
-      raise ValueError('--G_tfhub keeps TF-Hub\'s BN statistics: it needs plain BN (no --mybn, '
-                       '--cross_replica or --norm_style other than bn)')
     for m in self.modules():
       if isinstance(m, (layers.ccbn, layers.bn)):
         channels = m.stored_mean.numel()

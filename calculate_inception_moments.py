@@ -6,7 +6,7 @@ Usage:
   python calculate_inception_moments.py --dataset Shapes --resolution 32 --inception_net tf \\
       --inception_weights pt_inception-2015-12-05-6726825d.pth
 
-Takes the shared flags of utils.prepare_parser() (--dataset, --data_root, --resolution,
+Takes the shared flags of config.prepare_parser() (--dataset, --data_root, --resolution,
 --batch_size, --num_workers, --augment, --shuffle, --parallel, --seed, --device, ...) and
 --inception_net / --inception_weights. Writes data_root/{stats_name}_inception_moments.npz for
 the torchvision network (the original's name and keys mu, sigma) or
@@ -25,15 +25,15 @@ the moments file's name.
 """
 import os
 
+import config as configuration
 import datasets
 import errors
 import inception_utils
 import metrics
-import utils
 
 
 def prepare_parser():
-  parser = utils.prepare_parser()
+  parser = configuration.prepare_parser()
   parser.description = ('Calculate and store the Inception moments (FID statistics) and the '
                         'Inception Score of a dataset.')
   return parser
@@ -41,13 +41,13 @@ def prepare_parser():
 
 def run(config):
   """Computes and saves the moments of config's dataset; returns the file's path."""
-  config = utils.update_config_roots(dict(config))
+  config = configuration.update_config_roots(dict(config))
   config.update(drop_last=False, use_multiepoch_sampler=False, start_itr=0)  # every image once
   for key, least in (('batch_size', 1), ('num_workers', 0)):
     if config[key] < least:
       raise errors.UserError('--%s must be at least %d (got %d)' % (key, least, config[key]))
   path = inception_utils.moments_path(config)  # checks the dataset before the slow parts
-  utils.check_writable_folder(os.path.dirname(path), '--data_root %s' % config['data_root'],
+  configuration.check_writable_folder(os.path.dirname(path), '--data_root %s' % config['data_root'],
                               '--data_root or --base_root')
   cached = [n for n in metrics.parse_metrics(config['metrics']) if n not in ('IS', 'FID')]
   policy = inception_utils.resize_policy(config['inception_net'], config['inception_resize'])

@@ -182,9 +182,11 @@ def _remove_quietly(path):
 
 
 def save_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=None, G_ema=None):
-  """Write one checkpoint set atomically (the original's signature and files)."""
-  items = [('G', G.state_dict()), ('G_optim', G.optim.state_dict()),
-           ('D', D.state_dict()), ('D_optim', D.optim.state_dict())]
+  """Write one checkpoint set atomically (the original's signature and files; a family without
+  D, such as Glow, passes D None and writes no D, D_optim)."""
+  items = [('G', G.state_dict()), ('G_optim', G.optim.state_dict())]
+  if D is not None:
+    items += [('D', D.state_dict()), ('D_optim', D.optim.state_dict())]
   if G_ema is not None:
     items.append(('G_ema', G_ema.state_dict()))
   save_set('/'.join([weights_root, experiment_name]), items, state_dict, name_suffix)
@@ -224,7 +226,8 @@ def save_set(root, items, state_dict, name_suffix=None):
       _remove_quietly(path + NEW)
     _remove_quietly(state_path + PART)
     raise UserError('could not write checkpoint %s (%s); the previous checkpoint there is intact. '
-                    'Free space or fix permissions, then --resume' % (state_path, errors.os_reason(e)))
+                    'Free space or fix permissions, then --resume'
+                    % (state_path, errors.os_reason(e)))
   _fsync_dir(root)
   try:
     for path in paths + [state_path]:  # state_dict last: its rename completes the set
@@ -303,9 +306,10 @@ def _suffix_of(filename):
 
 
 def complete_saves(root, unreadable=None):
-  """{suffix: itr} of the sets in root that have every file a resume needs. A set whose state file
-  cannot be read is skipped with a warning (and the reason appended to `unreadable`), so one bad
-  copy does not hide the good ones."""
+  """{suffix: itr} of the sets in root that have every file a resume needs (G, G_optim, and D,
+  D_optim unless the set has neither: a family without D). A set whose state file cannot be read
+  is skipped with a warning (and the reason appended to `unreadable`), so one bad copy does not
+  hide the good ones."""
   found = {}
   if not os.path.isdir(root):
     return found
@@ -314,6 +318,8 @@ def complete_saves(root, unreadable=None):
       continue
     suffix = _suffix_of(f)
     needed = [file_path(root, name, suffix) for name in ('G', 'G_optim', 'D', 'D_optim')]
+    if not any(os.path.exists(p) for p in needed[2:]):
+      needed = needed[:2]
     if not all(os.path.exists(p) for p in needed):
       continue
     path = os.path.join(root, f)
@@ -392,6 +398,19 @@ def load_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=No
 # ---------------------------------------------------------------------------------------------
 # Random state
 # ---------------------------------------------------------------------------------------------
+
+
+def initial_state(config):
+  """The original's state_dict.pth fields of a run at iteration 0."""
+  return {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0,
+          'best_FID': 999999, 'config': config}
+
+
+def seed_rng(seed):
+  """Seed Python, numpy and torch (every device)."""
+  random.seed(seed)
+  np.random.seed(seed)
+  torch.manual_seed(seed)
 
 
 def rng_state():

@@ -86,6 +86,31 @@ def crop_long_edge(img, rng=None):
   return img.crop((left, top, left + side, top + side))
 
 
+class CenterCropLongEdge(object):
+  """Torchvision-style transform: the largest centred square of a PIL image."""
+
+  def __call__(self, img):
+    return crop_long_edge(img)
+
+  def __repr__(self):
+    return self.__class__.__name__
+
+
+class RandomCropLongEdge(object):
+  """Torchvision-style transform: a random square of side min(width, height). Drawn from `rng`
+  (a numpy Generator) or else the global numpy stream, so checkpoints.seed_rng repeats it."""
+
+  def __init__(self, rng=None):
+    self.rng = rng
+
+  def __call__(self, img):
+    rng = self.rng if self.rng is not None else np.random.default_rng(np.random.randint(2 ** 31))
+    return crop_long_edge(img, rng)
+
+  def __repr__(self):
+    return self.__class__.__name__
+
+
 def read_image(path, resolution, rng=None):
   """A file as uint8 3 x res x res: long-edge crop, then bilinear resize as the original's
   transforms.Resize did on PIL images. Raises BadImage for unreadable files."""

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+import models
 from errors import UserError
 
 
@@ -87,8 +88,26 @@ class GeneratorWithEmbedding(nn.Module):
     return self.G(z, self.G.shared(y))
 
 
+class ReplicatedG_D(models.G_D):
+  """G_D under DDP: the network being trained runs through its replica (which averages its
+  gradients over processes), the other one directly."""
+
+  def __init__(self, G, D, replicas):
+    super(ReplicatedG_D, self).__init__(G, D)
+    self.replicas = replicas
+
+  def generate(self, z, gy, train_G):
+    if train_G:
+      return self.replicas['G'](z, gy)
+    return super(ReplicatedG_D, self).generate(z, gy, train_G)
+
+  def discriminator(self, train_G):
+    return self.D if train_G else self.replicas['D']
+
+
 def wrap(GD, ctx):
-  """Give G_D DistributedDataParallel replicas of G and D (GD.replicas['G'/'D'])."""
+  """G_D with DistributedDataParallel replicas of G and D (.replicas['G'/'D']) under torchrun,
+  else GD itself."""
   if not ctx.distributed:
     return GD
   device_ids = [torch.device(ctx.device).index] if ctx.device.startswith('cuda') else None
@@ -96,10 +115,11 @@ def wrap(GD, ctx):
   # statistics are synchronised where they matter (cross_replica, or sync_buffers before eval).
   options = dict(device_ids=device_ids)
   params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
-  options['forward_sync_buffers' if 'forward_sync_buffers' in params else 'broadcast_buffers'] = False
-  GD.replicas = {'G': nn.parallel.DistributedDataParallel(GeneratorWithEmbedding(GD.G), **options),
-                 'D': nn.parallel.DistributedDataParallel(GD.D, **options)}
-  return GD
+  sync = 'forward_sync_buffers' if 'forward_sync_buffers' in params else 'broadcast_buffers'
+  options[sync] = False
+  replicas = {'G': nn.parallel.DistributedDataParallel(GeneratorWithEmbedding(GD.G), **options),
+              'D': nn.parallel.DistributedDataParallel(GD.D, **options)}
+  return ReplicatedG_D(GD.G, GD.D, replicas)
 
 
 def running(ctx=None):

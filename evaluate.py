@@ -51,6 +51,8 @@ import numpy as np
 import torch
 import torch.utils.data as data
 
+import checkpoints
+import config as configuration
 import datasets
 import distributed
 import errors
@@ -58,11 +60,10 @@ import inception_utils as iu
 import metrics
 import sample as sample_script
 import sampling
-import utils
 
 
 def prepare_parser():
-  parser = utils.add_sample_parser(utils.prepare_parser())
+  parser = configuration.add_sample_parser(configuration.prepare_parser())
   parser.description = ('Score a set of images (folder, npz, HDF5, dataset or weights folder) '
                         'against a reference set.')
   add = parser.add_argument
@@ -71,14 +72,14 @@ def prepare_parser():
            'folder')
   add('--ref', type=str, default='',
       help='(new) The reference images, of the same kinds as SOURCE; needed by all metrics but '
-           'IS (default: none)')
+           'IS')
   add('--num_images', type=int, default=0,
       help='(new) Images of SOURCE to use; 0: all of a data source, --num_inception_images for a '
-           'weights folder (default: %(default)s)')
+           'weights folder')
   add('--ref_num_images', type=int, default=0,
-      help='(new) Images of REF to use; 0: all (default: %(default)s)')
+      help='(new) Images of REF to use; 0: all')
   add('--json', type=str, default='',
-      help='(new) Write the results as one JSON object to this file (default: none)')
+      help='(new) Write the results as one JSON object to this file')
   return parser
 
 
@@ -279,13 +280,11 @@ def open_weights(role, path, config, given, device, num_images, names):
   cfg = sample_script.config_from_checkpoint(cfg, given)
   # The run's own metric flags do not concern sampling (and may not suit this command's).
   cfg.update(metrics=metrics.DEFAULT_METRICS, which_best='IS', no_fid=False)
-  cfg = utils.prepare_config(cfg)
-  cfg['skip_init'], cfg['no_optim'] = True, True
-  G = utils.load_model_module(cfg['model']).Generator(**cfg).to(device)
+  cfg = configuration.prepare_config(cfg)
+  G = sampling.build_generator(cfg, device, copy=True)
   _, weights = sample_script.load_G(G, cfg, experiment)
   sample_script.check_truncations(G, [] if cfg['truncation'] is None else [cfg['truncation']])
-  z_, y_ = sampling.prepare_z_y(max(cfg['G_batch_size'], cfg['batch_size']), G.dim_z,
-                                cfg['n_classes'], device=device, z_var=cfg['z_var'])
+  z_, y_ = sampling.prepare_noise(cfg, G.dim_z, device)
   G.eval() if cfg['G_eval_mode'] else G.train()
   sample_script.use_truncation(G, z_, cfg['truncation'], cfg['truncation_mode'])
   torch.manual_seed(config['seed'] + 1000003 * iu.world_and_rank()[1])  # each rank its own z
@@ -410,21 +409,10 @@ def write_json(path, obj):
 
 def run(config, given=()):
   """Scores SOURCE against REF as the flags say; returns the JSON object (on every rank)."""
-  config = utils.update_config_roots(dict(config))
-  names = metrics.parse_metrics(config['metrics'])
-  metrics.check_options(config)
-  for flag in ('num_images', 'ref_num_images'):
-    if config[flag] < 0:
-      raise errors.UserError('--%s must not be negative (got %d)' % (flag, config[flag]))
-  if not config['ref'] and metrics.consumes(names, ref=True):
-    raise errors.UserError('%s compare SOURCE with reference images: add --ref REF (a folder, '
-                           '.npz, .hdf5, dataset name or weights folder), or ask for IS alone'
-                           % ','.join(n for n in names if n != 'IS'))
-  if config['json']:
-    utils.check_writable_folder(os.path.dirname(config['json']) or '.',
-                                '--json %s' % config['json'], '--json')
+  config = configuration.update_config_roots(dict(config))
+  names = configuration.check_evaluation(config)
   ctx = distributed.setup(config['device'])
-  utils.seed_rng(config['seed'])
+  checkpoints.seed_rng(config['seed'])
   source = open_source('SOURCE', config['source'], config, given, ctx.device,
                        config['num_images'], names)
   ref = (open_source('REF', config['ref'], config, given, ctx.device, config['ref_num_images'],

@@ -254,6 +254,19 @@ def _build(network):
                                          init_weights=False)
 
 
+def save_random_weights(network, path, seed=0):
+  """A weights file of `network` with random weights that keep activations O(1) through it (the
+  defaults vanish): what tests and benches pass as --inception_weights on a machine without the
+  real ones. Returns the network holding them, in eval mode."""
+  torch.manual_seed(seed)
+  net = _build(network)
+  for m in net.modules():
+    if isinstance(m, torch.nn.Conv2d):
+      torch.nn.init.kaiming_normal_(m.weight)
+  torch.save(net.state_dict(), path)
+  return net.eval()
+
+
 def _read_weights(network, path):
   """The state_dict for `network`: from `path`, else the hub cache, downloading when needed."""
   if path:
@@ -576,7 +589,7 @@ def iterate_activations(sample, net, num_images):
 def accumulate_inception_activations(sample, net, num_inception_images=50000):
   """All pool features, softmax predictions and labels of num_inception_images images (the
   original's API; memory grows with the number of images: metrics use InceptionStats)."""
-  pool, probs, labels = zip(*[(p, F.softmax(l, 1), y) for p, l, y in
+  pool, probs, labels = zip(*[(p, F.softmax(logit, 1), y) for p, logit, y in
                               iterate_activations(sample, net, num_inception_images)])
   return torch.cat(pool, 0), torch.cat(probs, 0), torch.cat(labels, 0)
 

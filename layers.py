@@ -32,9 +32,9 @@ def gram_schmidt(x, ys):
 def power_iteration(W, u_, update=True, eps=1e-12):
   """One power iteration for each of the singular vectors in u_ (a list of (1, out) buffers).
 
-  The vectors are found without gradient; the singular values sv = v W^T u^T carry the gradient to W,
-  which is what makes W / sv[0] a spectrally normalised weight. In train mode the buffers are updated
-  in place.
+  The vectors are found without gradient; the singular values sv = v W^T u^T carry the gradient
+  to W, which is what makes W / sv[0] a spectrally normalised weight. In train mode the buffers
+  are updated in place.
   """
   us, vs, svs = [], [], []
   for i, u in enumerate(u_):
@@ -396,8 +396,9 @@ class ccbn(nn.Module):
     self.cross_replica = cross_replica
     self.mybn = mybn
     self.norm_style = norm_style
-    if not norm_style.split('_')[0] in NORM_STYLES:
-      raise ValueError('unknown norm_style %r; use one of %s' % (norm_style, ', '.join(NORM_STYLES)))
+    if norm_style.split('_')[0] not in NORM_STYLES:
+      raise ValueError('unknown norm_style %r; use one of %s'
+                       % (norm_style, ', '.join(NORM_STYLES)))
     if self.cross_replica:
       self.bn = CrossReplicaBN(output_size, eps=self.eps, momentum=self.momentum)
     elif self.mybn:
@@ -477,12 +478,13 @@ class GBlock(nn.Module):
   """G's residual block: bn-act-(upsample)-conv-bn-act-conv plus a (1x1 conv) shortcut."""
 
   def __init__(self, in_channels, out_channels, which_conv=nn.Conv2d, which_bn=bn, activation=None,
-               upsample=None):
+               upsample=None, fold=True):
     super(GBlock, self).__init__()
     self.in_channels, self.out_channels = in_channels, out_channels
     self.which_conv, self.which_bn = which_conv, which_bn
     self.activation = activation
     self.upsample = upsample
+    self.fold = fold  # folded resampling (upsample_conv)
     self.conv1 = self.which_conv(self.in_channels, self.out_channels)
     self.conv2 = self.which_conv(self.out_channels, self.out_channels)
     self.learnable_sc = in_channels != out_channels or bool(upsample)
@@ -493,11 +495,11 @@ class GBlock(nn.Module):
 
   def forward(self, x, y):
     h = self.activation(self.bn1(x, y))
-    h = upsample_conv(self.upsample, self.conv1, h)
+    h = upsample_conv(self.upsample, self.conv1, h, self.fold)
     h = self.activation(self.bn2(h, y))
     h = self.conv2(h)
     if self.learnable_sc:
-      x = upsample_conv(self.upsample, self.conv_sc, x)
+      x = upsample_conv(self.upsample, self.conv_sc, x, self.fold)
     elif self.upsample:
       x = self.upsample(x)
     return h + x
@@ -507,7 +509,7 @@ class DBlock(nn.Module):
   """D's residual block: (relu)-conv-act-conv-(downsample) plus a (1x1 conv) shortcut."""
 
   def __init__(self, in_channels, out_channels, which_conv=SNConv2d, wide=True,
-               preactivation=False, activation=None, downsample=None):
+               preactivation=False, activation=None, downsample=None, fold=True):
     super(DBlock, self).__init__()
     self.in_channels, self.out_channels = in_channels, out_channels
     self.hidden_channels = self.out_channels if wide else self.in_channels
@@ -515,6 +517,7 @@ class DBlock(nn.Module):
     self.preactivation = preactivation
     self.activation = activation
     self.downsample = downsample
+    self.fold = fold  # folded resampling (conv_downsample)
     self.conv1 = self.which_conv(self.in_channels, self.hidden_channels)
     self.conv2 = self.which_conv(self.hidden_channels, self.out_channels)
     self.learnable_sc = (in_channels != out_channels) or bool(downsample)
@@ -524,7 +527,7 @@ class DBlock(nn.Module):
   def shortcut(self, x):
     if self.preactivation:
       if self.learnable_sc:
-        x = conv_downsample(self.conv_sc, self.downsample, x)
+        x = conv_downsample(self.conv_sc, self.downsample, x, self.fold)
       elif self.downsample:
         x = self.downsample(x)
     else:
@@ -538,7 +541,7 @@ class DBlock(nn.Module):
     # The original applies a plain ReLU here whatever D_nl is; kept for identical numbers.
     h = F.relu(x) if self.preactivation else x
     h = self.conv1(h)
-    h = conv_downsample(self.conv2, self.downsample, self.activation(h))
+    h = conv_downsample(self.conv2, self.downsample, self.activation(h), self.fold)
     return h + self.shortcut(x)
 
 
@@ -548,20 +551,20 @@ def upsample_nearest2x(x):
 
 
 # ---------------------------------------------------------------------------------------------
-# Fast paths: the same maths as the original's op sequence, other float rounding. Switching
-# both off gives the original's ops (the speed reference of bench/bench_train.py and the
-# comparison in tests/test_speed_options.py).
+# Fast paths: the same maths as the original's op sequence, other float rounding. Both are on by
+# default; the config keys cpu_channels_last and fold_resampling (models.py passes them to the
+# layers they concern) set to False give the original's ops: the speed reference of
+# bench/bench_train.py and the comparison in tests/test_speed_options.py.
 # ---------------------------------------------------------------------------------------------
 # On CPU, oneDNN convolutions of channels_last activations skip the reorders between NCHW and its
-# blocked layout (about 20% faster at 32 px). G and D convert their input with activation_layout;
-# weights keep their layout and G returns images in the standard one. float64 (no oneDNN
-# kernels) stays NCHW.
-cpu_channels_last = True
+# blocked layout (bench/bench_train.py measures it). G and D convert their input with
+# activation_layout; weights keep their layout and G returns images in the standard one. float64
+# (no oneDNN kernels) stays NCHW.
 
 
-def activation_layout(x):
-  """x in the layout its device's convolutions run fastest with."""
-  if cpu_channels_last and x.device.type == 'cpu' and x.dtype != torch.float64:
+def activation_layout(x, channels_last=True):
+  """x in the layout its device's convolutions run fastest with (channels_last=False: as is)."""
+  if channels_last and x.device.type == 'cpu' and x.dtype != torch.float64:
     return x.contiguous(memory_format=torch.channels_last)
   return x
 
@@ -571,7 +574,6 @@ def activation_layout(x):
 # a 4x4 kernel of summed taps, 4/9 of the multiplications (the same sums, other float rounding).
 # 1x1 convs commute with both resamplings and run at the low resolution (4x fewer). Weights,
 # buffers and state_dict are untouched.
-fold_resampling = True
 
 
 def _plain_conv(conv, size):
@@ -597,11 +599,11 @@ def _weight(conv):
   return conv.W_() if isinstance(conv, SN) else conv.weight
 
 
-def upsample_conv(upsample, conv, x):
-  """conv(upsample(x)), folded (see above) for nearest x2 upsampling."""
+def upsample_conv(upsample, conv, x, fold=True):
+  """conv(upsample(x)), folded (see above) for nearest x2 upsampling unless fold=False."""
   if upsample is None:
     return conv(x)
-  if fold_resampling and upsample is upsample_nearest2x:
+  if fold and upsample is upsample_nearest2x:
     if _plain_conv(conv, 3):
       weight = _four_taps(_weight(conv).transpose(0, 1).flip(2, 3))
       return F.conv_transpose2d(x, weight, conv.bias, stride=2, padding=1)
@@ -616,11 +618,11 @@ def _is_avg_pool2(pool):
           and pool.divisor_override is None)
 
 
-def conv_downsample(conv, downsample, x):
-  """downsample(conv(x)), folded (see above) for 2x2 average pooling."""
+def conv_downsample(conv, downsample, x, fold=True):
+  """downsample(conv(x)), folded (see above) for 2x2 average pooling unless fold=False."""
   if downsample is None:
     return conv(x)
-  if fold_resampling and _is_avg_pool2(downsample):
+  if fold and _is_avg_pool2(downsample):
     if _plain_conv(conv, 3):
       weight = _four_taps(_weight(conv)) * 0.25
       return F.conv2d(x, weight, conv.bias, stride=2, padding=1)
@@ -630,7 +632,8 @@ def conv_downsample(conv, downsample, x):
 
 
 def which_layers(param, num_svs, num_itrs, eps):
-  """(conv 3x3, linear, embedding) constructors: spectrally normalised for param 'SN', else plain."""
+  """(conv 3x3, linear, embedding) constructors: spectrally normalised for param 'SN', else
+  plain."""
   if param == 'SN':
     sn = dict(num_svs=num_svs, num_itrs=num_itrs, eps=eps)
     return (functools.partial(SNConv2d, kernel_size=3, padding=1, **sn),

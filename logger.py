@@ -11,6 +11,7 @@ the checkpoint's iteration, so a replayed stretch is not logged twice.
 A failed log write (full disk, permissions) is a UserError naming the file, and never leaves half
 a line: appends are cut back on failure, and a line cut short by a crash is dropped on resume.
 """
+import datetime
 import json
 import os
 import sys
@@ -199,6 +200,38 @@ class TensorBoard(object):
 def format_seconds(seconds):
   seconds = int(max(seconds, 0))
   return '%d:%02d:%02d' % (seconds // 3600, seconds // 60 % 60, seconds % 60)
+
+
+def progress(items, desc='', total=None, min_delay=0.1, displaytype='s1k'):
+  """The original's progress display for loops outside training (sampling, moments): yields the
+  items and rewrites one line with the count, the elapsed time and either the time per 1000 items
+  (displaytype 's1k') or the time left ('eta')."""
+  total = total if total is not None else len(items)
+  start = last = time.time()
+  done = 0
+  for done, item in enumerate(items, 1):
+    now = time.time()
+    if now - last >= min_delay or done == 1:
+      last = now
+      elapsed = now - start
+      per_item = elapsed / (done - 1) if done > 1 else 0.0
+      shown = per_item * 1000 if displaytype == 's1k' else per_item * (total - done + 1)
+      sys.stdout.write('\r%s%d/%d (%6.2f%%) (TE/%s: %s / %s)' % (
+          desc, done, total, 100.0 * done / max(total, 1), 'ET1k' if displaytype == 's1k'
+          else 'ETA', format_seconds(elapsed), format_seconds(shown)))
+      sys.stdout.flush()
+    yield item
+  print('\r%s%d/%d (%6.2f%%) (TE: %s)' % (desc, done, total, 100.0 * done / max(total, 1),
+                                          format_seconds(time.time() - start)))
+
+
+def write_metadata(logs_root, experiment_name, config, state_dict):
+  """logs_root/<exp>/metalog.txt: when, with which config, from which state."""
+  os.makedirs('%s/%s' % (logs_root, experiment_name), exist_ok=True)
+  with open('%s/%s/metalog.txt' % (logs_root, experiment_name), 'w') as writefile:
+    writefile.write('datetime: %s\n' % str(datetime.datetime.now()))
+    writefile.write('config: %s\n' % str(config))
+    writefile.write('state: %s\n' % str({k: v for k, v in state_dict.items() if k != 'config'}))
 
 
 class TrainLog(object):

@@ -1,7 +1,7 @@
 """GAN losses. Discriminator losses return (loss_real, loss_fake), as in the original.
 
-`--loss hinge` (BigGAN, the default) or `--loss dcgan` (non-saturating); `get_losses(name)` gives the
-(discriminator_loss, generator_loss) pair. Losses are computed in fp32 even under autocast.
+`--loss hinge` (BigGAN, the default) or `--loss dcgan` (non-saturating); `get_losses(name)` gives
+the (discriminator_loss, generator_loss) pair. Losses are computed in fp32 even under autocast.
 
 `--LeCam LAMBDA` adds LAMBDA * LeCam(D_real, D_fake) to D's loss (`LeCam`, Tseng et al. 2021).
 """

@@ -20,9 +20,9 @@ import numpy as np
 import torch.utils.data as data
 from tqdm import tqdm
 
+import config as configuration
 import datasets
 import errors
-import utils
 
 
 def prepare_parser():
@@ -140,7 +140,7 @@ def write_hdf5(dataset, out, batch_size=256, num_workers=16, chunk_size=500, com
     raise errors.UserError('--out %s is a folder; give a file name, e.g. %s'
                            % (out, os.path.join(out, '%s.hdf5' % info['tag'])))
   folder = os.path.dirname(os.path.abspath(out))
-  utils.check_writable_folder(folder, 'the folder of --out %s' % out, '--out')
+  configuration.check_writable_folder(folder, 'the folder of --out %s' % out, '--out')
   os.makedirs(folder, exist_ok=True)
   temporary = '%s.incomplete-%d' % (out, os.getpid())
   loader = data.DataLoader(_Readable(dataset), batch_size=batch_size, shuffle=False,

@@ -120,29 +120,6 @@ def monitored(config):
   return [n for n in METRICS if n in names]
 
 
-def check_config(config):
-  """--metrics, --which_best, --kid_subsets/--kid_subset_size (from utils.check_config)."""
-  names = monitored(config)
-  if config['which_best'] == 'FID' and config['no_fid']:
-    raise errors.UserError('--which_best FID needs FID: drop --no_fid or use --which_best IS')
-  key = best_metric(config['which_best'])[0]
-  if key not in value_keys(names):
-    raise errors.UserError('--which_best %s needs %s among --metrics %s: add it, or choose '
-                           '--which_best among %s' % (config['which_best'], key,
-                                                      config.get('metrics'), ', '.join(names)))
-  check_options(config)
-  return names
-
-
-def check_options(config):
-  """--kid_subsets, --kid_subset_size and --inception_resize."""
-  for flag, least in (('kid_subsets', 1), ('kid_subset_size', 2)):
-    if config.get(flag, least) < least:
-      raise errors.UserError('--%s must be at least %d (got %d)' % (flag, least, config[flag]))
-  iu.resize_policy(config.get('inception_net', 'torchvision'),
-                   config.get('inception_resize', 'auto'))
-
-
 def initial_best(config):
   """The state_dict entry that keeps the best value of a --which_best other than IS and FID
   (which have theirs since the original), so that a resumed run keeps its best."""

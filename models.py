@@ -10,15 +10,31 @@ To add a family: subclass Generator / Discriminator, build the layers in __init_
 super().__init__(**config) and self.finish(), and name the module with --model.
 """
 import functools
+import importlib
 
 import torch
 import torch.nn as nn
 import torch.optim as optim
 
 import layers
+from errors import UserError
 
 # The families shipped with the project (any importable module name also works as --model).
 FAMILIES = ('BigGAN', 'BigGANdeep')
+
+
+def load_model_module(name):
+  """--model names a module next to train.py (one of FAMILIES, or the user's own file)."""
+  try:
+    return importlib.import_module(name)
+  except ModuleNotFoundError as e:
+    if e.name != name:
+      raise
+    if name.endswith('.py'):
+      raise UserError('--model %s: give the module name without .py, e.g. --model %s'
+                      % (name, name[:-3]))
+    raise UserError('unknown --model %s: there is no %s.py; use %s'
+                    % (name, name, ' or '.join(FAMILIES)))
 
 
 def attention_resolutions(attention):
@@ -66,6 +82,11 @@ class Model(nn.Module):
     self._skip_init, self._no_optim = skip_init, no_optim
     self._optim_args = (lr, B1, B2, adam_eps)
 
+  def fast_paths(self, fold_resampling, cpu_channels_last):
+    """The config keys of layers.py's fast paths (both on by default; off: the original's ops):
+    resampling folded into the convolutions, channels_last activations on the CPU."""
+    self.fold_resampling, self.cpu_channels_last = fold_resampling, cpu_channels_last
+
   def with_attention(self, index, block):
     """The list of modules of stage `index`, plus self-attention where the arch asks for it."""
     if self.arch['attention'][self.arch['resolution'][index]]:
@@ -101,7 +122,8 @@ class Generator(Model):
                shared_dim=0, hier=False, cross_replica=False, mybn=False,
                G_activation=nn.ReLU(inplace=False), G_lr=5e-5, G_B1=0.0, G_B2=0.999,
                adam_eps=1e-8, BN_eps=1e-5, SN_eps=1e-12, G_init='ortho', skip_init=False,
-               no_optim=False, G_param='SN', norm_style='bn', **kwargs):
+               no_optim=False, G_param='SN', norm_style='bn', fold_resampling=True,
+               cpu_channels_last=True, **kwargs):
     super().__init__()
     self.ch = G_ch
     self.dim_z = dim_z
@@ -123,9 +145,8 @@ class Generator(Model):
     # Half precision is handled by autocast (--amp); the weights stay fp32.
     self.fp16 = False
     self.remember_training(G_init, skip_init, no_optim, G_lr, G_B1, G_B2, adam_eps)
+    self.fast_paths(fold_resampling, cpu_channels_last)
     self.arch = check_resolution(type(self).arch_table(self.ch, self.attention), resolution, 'G')
-    if self.hier and not self.G_shared:
-      raise ValueError('--hier needs --G_shared: z is concatenated to the shared class embedding')
     self.which_conv, self.which_linear, _ = layers.which_layers(
         G_param, num_G_SVs, num_G_SV_itrs, self.SN_eps)
     # G's embedding is never spectrally normalised (the original found it cripples G).
@@ -155,7 +176,8 @@ class Generator(Model):
   def run_blocks(self, z, ys):
     """linear(z) reshaped to the bottom width, then block i conditioned on ys[i]."""
     h = self.linear(z)
-    h = layers.activation_layout(h.view(h.size(0), -1, self.bottom_width, self.bottom_width))
+    h = layers.activation_layout(h.view(h.size(0), -1, self.bottom_width, self.bottom_width),
+                                 self.cpu_channels_last)
     for blocklist, y in zip(self.blocks, ys):
       for block in blocklist:
         h = block(h, y)
@@ -176,7 +198,8 @@ class Discriminator(Model):
   def __init__(self, D_ch=64, D_wide=True, resolution=128, D_kernel_size=3, D_attn='64',
                n_classes=1000, num_D_SVs=1, num_D_SV_itrs=1, D_activation=nn.ReLU(inplace=False),
                D_lr=2e-4, D_B1=0.0, D_B2=0.999, adam_eps=1e-8, SN_eps=1e-12, output_dim=1,
-               D_init='ortho', skip_init=False, D_param='SN', **kwargs):
+               D_init='ortho', skip_init=False, D_param='SN', fold_resampling=True,
+               cpu_channels_last=True, **kwargs):
     super().__init__()
     self.ch = D_ch
     self.D_wide = D_wide
@@ -190,6 +213,7 @@ class Discriminator(Model):
     self.output_dim = output_dim
     self.fp16 = False
     self.remember_training(D_init, skip_init, False, D_lr, D_B1, D_B2, adam_eps)
+    self.fast_paths(fold_resampling, cpu_channels_last)
     self.arch = check_resolution(type(self).arch_table(self.ch, self.attention), resolution, 'D')
     # The original crashed for D_param other than SN; plain layers are used then.
     self.which_conv, self.which_linear, self.which_embedding = layers.which_layers(
@@ -210,9 +234,47 @@ class Discriminator(Model):
     return x
 
   def forward(self, x, y=None):
-    h = self.stem(layers.activation_layout(x))
+    h = self.stem(layers.activation_layout(x, self.cpu_channels_last))
     for blocklist in self.blocks:
       for block in blocklist:
         h = block(h)
     h = torch.sum(self.activation(h), [2, 3])
     return self.linear(h) + torch.sum(self.embed(y) * h, 1, keepdim=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# G and D in one module
+# ---------------------------------------------------------------------------------------------
+
+
+class G_D(nn.Module):
+  """G and D in one module, so that nn.DataParallel runs both on each replica and G's output
+  never gathers on one device. Under DDP, distributed.wrap routes the network being trained
+  through its replica (the generate / discriminator hooks)."""
+
+  def __init__(self, G, D):
+    super(G_D, self).__init__()
+    self.G = G
+    self.D = D
+
+  def generate(self, z, gy, train_G):
+    return self.G(z, self.G.shared(gy))
+
+  def discriminator(self, train_G):
+    return self.D
+
+  def forward(self, z, gy, x=None, dy=None, train_G=False, return_G_z=False, split_D=False):
+    with torch.set_grad_enabled(train_G):
+      G_z = self.generate(z, gy, train_G)
+    D = self.discriminator(train_G)
+    if split_D:
+      D_fake = D(G_z, gy)
+      if x is not None:
+        return D_fake, D(x, dy)
+      return (D_fake, G_z) if return_G_z else D_fake
+    D_input = torch.cat([G_z, x], 0) if x is not None else G_z
+    D_class = torch.cat([gy, dy], 0) if dy is not None else gy
+    D_out = D(D_input, D_class)
+    if x is not None:
+      return torch.split(D_out, [G_z.shape[0], x.shape[0]])  # D_fake, D_real
+    return (D_out, G_z) if return_G_z else D_out

@@ -42,19 +42,18 @@ import csv
 import functools
 import math
 import os
-import sys
 
 import numpy as np
 import torch
 from tqdm import trange
 
 import checkpoints
+import config as configuration
 import distributed
 import inception_utils
 import metrics as image_metrics
 import sampling
 import shapes_classifier
-import utils
 from errors import UserError, run_main
 
 # With --config_from_name these stay the command line's: the original's list ...
@@ -67,7 +66,7 @@ CURVE_FIELDS = ('truncation', 'IS_mean', 'IS_std', 'FID')
 
 
 def prepare_parser():
-  return utils.add_sample_parser(utils.prepare_parser())
+  return configuration.add_sample_parser(configuration.prepare_parser())
 
 
 def given_flags(argv=None):
@@ -79,7 +78,7 @@ def given_flags(argv=None):
 
 
 def sample_flags():
-  return set(vars(utils.add_sample_parser(argparse.ArgumentParser()).parse_args([])))
+  return set(vars(configuration.add_sample_parser(argparse.ArgumentParser()).parse_args([])))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,8 +132,7 @@ def load_G(G, config, experiment_name):
   if name != names[0]:
     print('Notice: %s has no %s; sampling with %s instead.' % (
         root, os.path.basename(checkpoints.file_path(root, names[0], suffix)), name))
-  state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0,
-                'best_FID': 999999, 'config': config}
+  state_dict = checkpoints.initial_state(config)
   checkpoints.load_weights(G if name == 'G' else None, None, state_dict, config['weights_root'],
                            experiment_name, suffix, G if name == 'G_ema' else None, strict=False,
                            load_optim=False)
@@ -144,30 +142,6 @@ def load_G(G, config, experiment_name):
 # ---------------------------------------------------------------------------------------------
 # Truncation
 # ---------------------------------------------------------------------------------------------
-
-
-MAX_TRUNCATIONS = 1000  # each one a full IS/FID evaluation
-
-
-def truncation_values(spec):
-  """'start_step_end' -> [start, start + step, ..., end] (the original's np.arange(start,
-  end + step, step), without its float drift such as 0.6000000000000001); at most
-  MAX_TRUNCATIONS values, all finite."""
-  try:
-    start, step, end = [float(v) for v in spec.split('_')]
-  except ValueError:
-    raise UserError('--sample_trunc_curves %s must be start_step_end, e.g. 0.05_0.05_1.0' % spec)
-  if not all(math.isfinite(v) for v in (start, step, end)):
-    raise UserError('--sample_trunc_curves %s: start, step and end must be finite numbers, e.g. '
-                    '0.05_0.05_1.0' % spec)
-  if step <= 0 or end < start:
-    raise UserError('--sample_trunc_curves %s: step must be positive and end >= start, e.g. '
-                    '0.05_0.05_1.0' % spec)
-  count = int(math.floor((end - start) / step + 1e-9)) + 1
-  if count > MAX_TRUNCATIONS:
-    raise UserError('--sample_trunc_curves %s gives %d truncations, each a full IS/FID '
-                    'evaluation; at most %d: use a larger step' % (spec, count, MAX_TRUNCATIONS))
-  return [round(start + i * step, 10) for i in range(count)]
 
 
 def check_truncations(G, values):
@@ -284,127 +258,152 @@ def can_plot_curve(csv_path):
 
 def run(config, given=()):
   """Sample as the flags say; returns {output name: path} and the metrics computed."""
-  config = utils.update_config_roots(config)
-  if config['config_from_name']:
-    config = config_from_checkpoint(config, given)
-  config = utils.prepare_config(config)
-  config['skip_init'], config['no_optim'] = True, True
+  config, values = prepare(config, given)
   device = distributed.pick_device(config['device'])
-  names = config['class_names'] if len(config['class_names'] or ()) == config['n_classes'] else None
-  values = truncation_values(config['sample_trunc_curves']) if config['sample_trunc_curves'] else []
-  modes = ('sample_npz', 'sample_sheets', 'sample_interps', 'sample_random',
-           'sample_inception_metrics', 'sample_trunc_curves', 'sample_shapes_accuracy')
-  if not any(config[k] for k in modes):
-    print('warning: no sampling mode was given, so sample.py only loads G; add one or more of --%s'
-          % ', --'.join(modes), file=sys.stderr, flush=True)
-  if config['sample_npz'] and config['sample_num_npz'] < 1:
-    raise UserError('--sample_num_npz must be at least 1 (got %d)' % config['sample_num_npz'])
+  shapes_labels = None
   if config['sample_shapes_accuracy']:  # a run on other classes fails now
     shapes_labels = shapes_classifier.shapes_labels(config['class_names'], config['n_classes'])
-  if config['sample_inception_metrics'] or values:
-    utils.check_inception_images(config)
-  if any(config[k] for k in ('sample_npz', 'sample_sheets', 'sample_interps', 'sample_random',
-                             'sample_trunc_curves')):  # an unusable folder fails now, not later
-    root = config['samples_root']
-    utils.check_writable_folder(root, '--samples_root %s' % root, '--samples_root or --base_root')
-
-  utils.seed_rng(config['seed'])
+  checkpoints.seed_rng(config['seed'])
   torch.backends.cudnn.benchmark = True
-  model = utils.load_model_module(config['model'])
-  experiment_name = config['experiment_name'] or utils.name_from_config(config)
+  experiment_name = config['experiment_name'] or configuration.name_from_config(config)
   print('Experiment name is %s' % experiment_name)
-  G = model.Generator(**config).to(device)
+  G = sampling.build_generator(config, device)
   print('Number of params in G: %d' % sum(p.numel() for p in G.parameters()))
   state_dict, weights = load_G(G, config, experiment_name)
   check_truncations(G, values + ([] if config['truncation'] is None else [config['truncation']]))
-  out = '%s/%s' % (config['samples_root'], experiment_name)
-  curve_path = '%s/truncation_curve_%s.csv' % (out, config['truncation_mode'])
-  plot_curve = can_plot_curve(curve_path) if values else False
+  s = Sampling(config, experiment_name, G, state_dict, weights, device)
+  s.curve_path = '%s/truncation_curve_%s.csv' % (s.out, config['truncation_mode'])
+  plot_curve = can_plot_curve(s.curve_path) if values else False
   # Only IS/FID need the Inception network and the moments (the original always loaded them).
-  get_inception_metrics = None
   if config['sample_inception_metrics'] or values:
-    get_inception_metrics = image_metrics.prepare_metrics(config, device)  # IS, FID, --metrics
-
-  G_batch_size = max(config['G_batch_size'], config['batch_size'])
-  z_, y_ = sampling.prepare_z_y(G_batch_size, G.dim_z, config['n_classes'], device=device,
-                                z_var=config['z_var'])
-  if config['G_eval_mode']:
-    print('Putting G in eval mode..')
-    G.eval()
-  else:
-    print('G is in training mode...')
-    G.train()
-  use_truncation(G, z_, config['truncation'], config['truncation_mode'])
-  sample = functools.partial(sampling.sample, G=G, z_=z_, y_=y_, config=config)
-  if config['accumulate_stats']:
-    print('Accumulating standing stats across %d accumulations...'
-          % config['num_standing_accumulations'])
-    sampling.accumulate_standing_stats(G, z_, y_, config['n_classes'],
-                                       config['num_standing_accumulations'])
-
-  folder = (state_dict['itr'] if config['sample_sheet_folder_num'] == -1
-            else config['sample_sheet_folder_num'])
+    s.get_inception_metrics = image_metrics.prepare_metrics(config, device)  # IS, FID, --metrics
+  s.start()
   results = {'experiment_name': experiment_name}
+  results.update(write_images(s))
+  results.update(measure(s, values, plot_curve))
+  if shapes_labels is not None:
+    results['shapes_accuracy'] = shapes_accuracy(s, shapes_labels)
+  return results
+
+
+def prepare(config, given):
+  """The config to sample with (the stored one with --config_from_name) and the sweep values,
+  checked before any work."""
+  config = configuration.update_config_roots(config)
+  if config['config_from_name']:
+    config = config_from_checkpoint(config, given)
+  config = configuration.prepare_config(config)
+  config['skip_init'], config['no_optim'] = True, True
+  return config, configuration.check_sampling(config)
+
+
+class Sampling(object):
+  """A loaded G with its noise and sample(), and where its outputs go."""
+
+  def __init__(self, config, experiment_name, G, state_dict, weights, device):
+    self.config, self.experiment_name, self.G = config, experiment_name, G
+    self.state_dict, self.weights, self.device = state_dict, weights, device
+    self.out = '%s/%s' % (config['samples_root'], experiment_name)
+    self.get_inception_metrics = None
+    names = config['class_names']
+    self.names = names if len(names or ()) == config['n_classes'] else None
+    self.folder = (state_dict['itr'] if config['sample_sheet_folder_num'] == -1
+                   else config['sample_sheet_folder_num'])
+
+  def start(self):
+    """z_, y_ (with --truncation), G's mode, sample(), standing statistics."""
+    config, G = self.config, self.G
+    self.G_batch_size = sampling.G_batch_size(config)
+    self.z_, self.y_ = sampling.prepare_noise(config, G.dim_z, self.device)
+    if config['G_eval_mode']:
+      print('Putting G in eval mode..')
+      G.eval()
+    else:
+      print('G is in training mode...')
+      G.train()
+    use_truncation(G, self.z_, config['truncation'], config['truncation_mode'])
+    self.sample = functools.partial(sampling.sample, G=G, z_=self.z_, y_=self.y_, config=config)
+    if config['accumulate_stats']:
+      print('Accumulating standing stats across %d accumulations...'
+            % config['num_standing_accumulations'])
+      sampling.accumulate_standing_stats(G, self.z_, self.y_, config['n_classes'],
+                                         config['num_standing_accumulations'])
+
+
+def write_images(s):
+  """--sample_npz, --sample_sheets, --sample_interps, --sample_random."""
+  config, results = s.config, {}
   if config['sample_npz']:
     print('Sampling %d images and saving them to npz...' % config['sample_num_npz'])
-    results['npz'] = '%s/samples.npz' % out
-    sample_npz(sample, config['sample_num_npz'], G_batch_size, results['npz'])
+    results['npz'] = '%s/samples.npz' % s.out
+    sample_npz(s.sample, config['sample_num_npz'], s.G_batch_size, results['npz'])
   if config['sample_sheets']:
     print('Preparing conditional sample sheets...')
-    sampling.sample_sheet(G, classes_per_sheet=config['classes_per_sheet'],
-                          num_classes=config['n_classes'], samples_per_class=10,
-                          parallel=config['parallel'], samples_root=config['samples_root'],
-                          experiment_name=experiment_name, folder_number=folder, z_=z_,
-                          class_names=names)
-    results['sheets'] = '%s/%d' % (out, folder)
+    sampling.write_sheets(s.G, config, s.experiment_name, s.folder, z_=s.z_,
+                          class_names=s.names)
+    results['sheets'] = '%s/%d' % (s.out, s.folder)
   if config['sample_interps']:
     print('Preparing interp sheets...')
-    for fix_z, fix_y in zip([False, False, True], [False, True, False]):
-      sampling.interp_sheet(G, num_per_sheet=16, num_midpoints=8,
-                            num_classes=config['n_classes'], parallel=config['parallel'],
-                            samples_root=config['samples_root'], experiment_name=experiment_name,
-                            folder_number=folder, sheet_number=0, fix_z=fix_z, fix_y=fix_y,
-                            device=device, z_=z_, method=config['interp_method'])
-    results['interps'] = '%s/%d' % (out, folder)
+    sampling.write_interps(s.G, config, s.experiment_name, s.folder, z_=s.z_, device=s.device,
+                           method=config['interp_method'])
+    results['interps'] = '%s/%d' % (s.out, s.folder)
   if config['sample_random']:
     print('Preparing random sample sheet...')
-    images, _ = sample()
-    results['random'] = '%s/random_samples.jpg' % out
-    sampling.save_grid(images, results['random'], nrow=int(G_batch_size ** 0.5))
+    images, _ = s.sample()
+    results['random'] = '%s/random_samples.jpg' % s.out
+    sampling.save_grid(images, results['random'], nrow=int(s.G_batch_size ** 0.5))
+  return results
 
-  def metrics():
-    """(IS_mean, IS_std, FID or None, then the other --metrics' values in metrics.fields)."""
-    scores = get_inception_metrics(sample, config['num_inception_images'], prints=False)
-    IS_mean, IS_std, FID = scores['IS_mean'], scores['IS_std'], scores['FID']
-    extra = [(k, scores[k]) for k in metrics.fields[len(CURVE_FIELDS):]]
-    network = get_inception_metrics.network
-    resize = get_inception_metrics.resize
-    print('%s: Inception Score is %3.3f +/- %3.3f, FID is %s%s%s' % (
-        describe(config, z_, G_batch_size, weights, state_dict['itr'], network), IS_mean, IS_std,
-        'not computed (%s)' % ('--no_fid' if config['no_fid'] else 'not in --metrics')
-        if FID is None else '%5.4f' % FID, ''.join(', %s is %.5g' % kv for kv in extra),
-        '' if resize == inception_utils.NATIVE_RESIZE[network] else ' (%s resize)' % resize))
-    return (IS_mean, IS_std, FID) + tuple(v for _, v in extra)
-  if get_inception_metrics is not None:
-    metrics.fields = CURVE_FIELDS + tuple(
-        k for k in image_metrics.value_keys(get_inception_metrics.names) if k not in CURVE_FIELDS)
-  if config['sample_inception_metrics']:
+
+def measure(s, values, plot_curve):
+  """--sample_inception_metrics and --sample_trunc_curves."""
+  results = {}
+  if s.get_inception_metrics is None:
+    return results
+  fields = CURVE_FIELDS + tuple(k for k in image_metrics.value_keys(s.get_inception_metrics.names)
+                                if k not in CURVE_FIELDS)
+  metrics = functools.partial(scores, s, fields)
+  metrics.fields = fields
+  if s.config['sample_inception_metrics']:
     print('Calculating Inception metrics...')
     results['metrics'] = metrics()
   if values:
-    results['trunc_curve'] = curve_path
-    results['trunc_rows'] = trunc_curve(G, z_, y_, config, metrics, values, curve_path,
-                                        plot=plot_curve)
-  if config['sample_shapes_accuracy']:
-    classifier = shapes_classifier.load_or_train(config['resolution'], config['data_root'], device)
-    results['shapes_accuracy'] = shapes_classifier.class_accuracy(
-        G, classifier, shapes_labels, draw=lambda n, gen: z_.draw(n, G.dim_z, generator=gen),
-        seed=config['seed'])
-    print('Shapes %s: %s, G in %s mode, %s, itr %d' % (
-        shapes_classifier.describe(results['shapes_accuracy'], names or config['class_names']),
-        weights, 'eval' if config['G_eval_mode'] else 'training', z_.describe(),
-        state_dict['itr']))
+    results['trunc_curve'] = s.curve_path
+    results['trunc_rows'] = trunc_curve(s.G, s.z_, s.y_, s.config, metrics, values,
+                                        s.curve_path, plot=plot_curve)
   return results
+
+
+def scores(s, fields):
+  """(IS_mean, IS_std, FID or None, then the values of the other `fields`), printed with what
+  they were measured on."""
+  config, get = s.config, s.get_inception_metrics
+  result = get(s.sample, config['num_inception_images'], prints=False)
+  IS_mean, IS_std, FID = result['IS_mean'], result['IS_std'], result['FID']
+  extra = [(k, result[k]) for k in fields[len(CURVE_FIELDS):]]
+  print('%s: Inception Score is %3.3f +/- %3.3f, FID is %s%s%s' % (
+      describe(config, s.z_, s.G_batch_size, s.weights, s.state_dict['itr'], get.network),
+      IS_mean, IS_std, 'not computed (%s)' % ('--no_fid' if config['no_fid'] else
+                                              'not in --metrics')
+      if FID is None else '%5.4f' % FID, ''.join(', %s is %.5g' % kv for kv in extra),
+      '' if get.resize == inception_utils.NATIVE_RESIZE[get.network] else
+      ' (%s resize)' % get.resize))
+  return (IS_mean, IS_std, FID) + tuple(v for _, v in extra)
+
+
+def shapes_accuracy(s, labels):
+  """--sample_shapes_accuracy: the share of each class's samples a Shapes classifier labels
+  with it."""
+  config, G, z_ = s.config, s.G, s.z_
+  classifier = shapes_classifier.load_or_train(config['resolution'], config['data_root'],
+                                               s.device)
+  accuracy = shapes_classifier.class_accuracy(
+      G, classifier, labels, draw=lambda n, gen: z_.draw(n, G.dim_z, generator=gen),
+      seed=config['seed'])
+  print('Shapes %s: %s, G in %s mode, %s, itr %d' % (
+      shapes_classifier.describe(accuracy, s.names or config['class_names']), s.weights,
+      'eval' if config['G_eval_mode'] else 'training', z_.describe(), s.state_dict['itr']))
+  return accuracy
 
 
 def main(argv=None):

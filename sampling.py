@@ -1,5 +1,6 @@
-"""Drawing from G: the z/y sampling tensors, batches, class sheets, interpolation sheets and
-standing statistics. The original kept these in utils.py (which still re-exports them).
+"""Drawing from G: building G for sampling, the z/y sampling tensors, batches, class sheets,
+interpolation sheets and standing statistics: what train.py and sample.py share. The original kept
+most of these in utils.py (which still re-exports them).
 
 The sheet functions take an optional torch.Generator so that the training loop can sample without
 touching the global random stream (which keeps resumed runs bit-identical).
@@ -17,6 +18,7 @@ import torchvision
 from PIL import Image, ImageDraw, ImageFont
 
 import layers
+import models
 
 TRUNCATION_MODES = ('z_var', 'resample', 'tfhub')
 
@@ -116,6 +118,44 @@ def prepare_z_y(G_batch_size, dim_z, nclasses, device=None, fp16=False, z_var=1.
   y_ = torch.zeros(G_batch_size, device=device, dtype=torch.int64, requires_grad=False)
   y_ = y_.as_subclass(Distribution).init_distribution('categorical', num_categories=nclasses)
   return z_, y_
+
+
+# ---------------------------------------------------------------------------------------------
+# G and its noise, as train.py and sample.py build them
+# ---------------------------------------------------------------------------------------------
+
+
+def build_generator(config, device, copy=False):
+  """The Generator of --model on `device`; copy: one whose weights are loaded or averaged anyway
+  (G_ema, sampling), so no init and no optimizer."""
+  model = models.load_model_module(config['model'])
+  extra = {'skip_init': True, 'no_optim': True} if copy else {}
+  return model.Generator(**{**config, **extra}).to(device)
+
+
+def G_batch_size(config):
+  """The batch of G's step and of sampling: max(--G_batch_size, --batch_size), as the original."""
+  return max(config['G_batch_size'], config['batch_size'])
+
+
+def prepare_noise(config, dim_z, device):
+  """z_, y_ of G_batch_size(config) for G's input (z ~ N(0, z_var^2), y uniform)."""
+  return prepare_z_y(G_batch_size(config), dim_z, config['n_classes'], device=device,
+                     z_var=config['z_var'])
+
+
+def fixed_noise(G_batch_size, dim_z, n_classes, seed, device, z_var):
+  """The fixed z, y of fixed_samples{itr}.jpg, from their own generator: identical in every run
+  of the experiment, including resumed ones."""
+  gen = torch.Generator().manual_seed(seed)
+  z = torch.randn(G_batch_size, dim_z, generator=gen) * z_var
+  y = torch.randint(0, n_classes, (G_batch_size,), generator=gen)
+  return z.to(device), y.to(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches and sheets
+# ---------------------------------------------------------------------------------------------
 
 
 def run_G(G, z, y_embedded, parallel=False):
@@ -246,6 +286,25 @@ def interp_sheet(G, num_per_sheet, num_midpoints, num_classes, parallel, samples
   style = ('Z' if not fix_z else '') + ('Y' if not fix_y else '')
   save_grid(out, '%s/%s/%d/interp%s%d.jpg' % (samples_root, experiment_name, folder_number, style,
                                               sheet_number), nrow=steps)
+
+
+def write_sheets(G, config, experiment_name, folder, z_=None, generator=None, class_names=None):
+  """The class sheets of sample_sheet for this config: 10 samples per class."""
+  sample_sheet(G, classes_per_sheet=config['classes_per_sheet'], num_classes=config['n_classes'],
+               samples_per_class=10, parallel=config['parallel'],
+               samples_root=config['samples_root'], experiment_name=experiment_name,
+               folder_number=folder, z_=z_, generator=generator, class_names=class_names)
+
+
+def write_interps(G, config, experiment_name, folder, z_=None, generator=None, device=None,
+                  method='lerp'):
+  """The three interpolation sheets (z and class, class only, z only) of interp_sheet."""
+  for fix_z, fix_y in zip([False, False, True], [False, True, False]):
+    interp_sheet(G, num_per_sheet=16, num_midpoints=8, num_classes=config['n_classes'],
+                 parallel=config['parallel'], samples_root=config['samples_root'],
+                 experiment_name=experiment_name, folder_number=folder, sheet_number=0,
+                 fix_z=fix_z, fix_y=fix_y, device=device, generator=generator, z_=z_,
+                 method=method)
 
 
 def accumulate_standing_stats(net, z, y, nclasses, num_accumulations=16):

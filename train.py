@@ -6,7 +6,7 @@
 
 Writes weights_root/<exp>/{G,G_optim,D,D_optim,state_dict,G_ema}.pth (+ copy{n}, best{n}),
 logs_root/<exp>_log.jsonl, logs_root/<exp>/*.log, samples_root/<exp>/... with <exp> the
-experiment name (utils.name_from_config, or --experiment_name). --resume continues from the newest
+experiment name (config.name_from_config, or --experiment_name). --resume continues from the newest
 complete checkpoint, bit-exactly on CPU: the checkpoint holds every random state and the data
 position. SIGTERM / SIGUSR1 save at the next iteration boundary and exit 0. One train.py at a time
 per experiment (a lock in weights_root/<exp>); without --resume an earlier run of the same name is
@@ -21,12 +21,14 @@ import sys
 import torch
 
 import checkpoints
+import config as configuration
+import datasets
 import distributed
 import logger
 import metrics as image_metrics
+import models
 import sampling
 import train_fns
-import utils
 from errors import UserError, run_main
 
 
@@ -46,15 +48,6 @@ class Preemption(object):
   def close(self):
     for sig, handler in self.previous.items():
       signal.signal(sig, handler)
-
-
-def fixed_noise(G_batch_size, dim_z, n_classes, seed, device, z_var):
-  """The fixed z, y of fixed_samples{itr}.jpg, from their own generator: identical in every run
-  of the experiment, including resumed ones."""
-  gen = torch.Generator().manual_seed(seed)
-  z = torch.randn(G_batch_size, dim_z, generator=gen) * z_var
-  y = torch.randint(0, n_classes, (G_batch_size,), generator=gen)
-  return z.to(device), y.to(device)
 
 
 def batches(loader, multiepoch):
@@ -105,252 +98,312 @@ def check_finite(rows, nets, itr, state_dict, config, experiment_name, ctx=None)
                   'then --resume' % (where, config['weights_root'], experiment_name))
 
 
+# ---------------------------------------------------------------------------------------------
+# The run: setup, restore, prepare the loop, loop, finish
+# ---------------------------------------------------------------------------------------------
+
+
+class Run(object):
+  """What the steps of a training run share (a namespace: config, ctx, the nets, the logs, ...)."""
+
+
 @checkpoints.releases_locks
 def run(config):
-  config = utils.prepare_config(config, training=True)
-  ctx = distributed.setup(config['device'])
-  device = ctx.device
-  if ctx.distributed and config['parallel']:
-    print('Notice: --parallel (nn.DataParallel) is off under torchrun; DDP is used instead.')
-    config['parallel'] = False
-  if ctx.distributed and config['split_D']:
-    raise UserError('--split_D runs D twice per backward pass, which DDP cannot synchronise; drop '
-                    '--split_D under torchrun')
-  experiment_name = config['experiment_name'] or utils.name_from_config(config)
-  print('Experiment name is %s' % experiment_name)
-  if ctx.is_main:
-    utils.prepare_root(config)
+  r = setup(config)
+  restore(r)
+  prepare_loop(r)
+  loop(r)
+  return finish(r)
+
+
+def setup(config):
+  """Config, processes, folders and lock, then G, D, G_ema, the EMA and G_D (the same seed on
+  every rank)."""
+  r = Run()
+  r.config = config = configuration.prepare_config(config, training=True)
+  r.ctx = distributed.setup(config['device'])
+  r.device = r.ctx.device
+  configuration.check_distributed(config, r.ctx)
+  r.experiment_name = config['experiment_name'] or configuration.name_from_config(config)
+  print('Experiment name is %s' % r.experiment_name)
+  if r.ctx.is_main:
+    configuration.prepare_root(config)
   # One run per experiment folder, locked before anything is written (rank 0 holds the lock for
   # every rank); a --resume or --finetune_from without a folder fails before it is made.
-  source = experiment_name if config['resume'] else config['finetune_from']
-  if source and not os.path.isdir(os.path.join(config['weights_root'], source)):
-    checkpoints.newest_save(config['weights_root'], source,
+  r.source = r.experiment_name if config['resume'] else config['finetune_from']
+  if r.source and not os.path.isdir(os.path.join(config['weights_root'], r.source)):
+    checkpoints.newest_save(config['weights_root'], r.source,
                             '--resume' if config['resume'] else '--finetune_from', recover=False)
-  distributed.on_main(ctx, checkpoints.lock_run,
-                      os.path.join(config['weights_root'], experiment_name))
+  distributed.on_main(r.ctx, checkpoints.lock_run,
+                      os.path.join(config['weights_root'], r.experiment_name))
   if config['tensorboard']:
     logger.summary_writer_class()  # installed? (before any work)
   torch.backends.cudnn.benchmark = True
+  build_models(r)
+  return r
 
-  # Models: the same seed on every rank.
-  utils.seed_rng(config['seed'])
-  model = utils.load_model_module(config['model'])
-  G = model.Generator(**config).to(device)
-  D = model.Discriminator(**config).to(device)
-  G_ema, ema = None, None
-  if config['ema']:
-    G_ema = model.Generator(**{**config, 'skip_init': True, 'no_optim': True}).to(device)
+
+def build_models(r):
+  """G, D, G_ema from the same seed on every rank; the EMA; G_D; the loss scalers."""
+  config = r.config
+  checkpoints.seed_rng(config['seed'])
+  model = models.load_model_module(config['model'])
+  r.G = sampling.build_generator(config, r.device)
+  r.D = model.Discriminator(**config).to(r.device)
+  r.G_ema = sampling.build_generator(config, r.device, copy=True) if config['ema'] else None
   # --channels_last, --compile; before the EMA, which holds on to the tensors.
-  train_fns.apply_speed_options(config, G, D, G_ema)
+  train_fns.apply_speed_options(config, r.G, r.D, r.G_ema)
+  r.ema = None
   if config['ema']:
     print('Preparing EMA for G with decay of {}'.format(config['ema_decay']))
-    ema = utils.ema(G, G_ema, config['ema_decay'], config['ema_start'])
-  GD = model.G_D(G, D)
-  if ctx.is_main:
-    print(G)
-    print(D)
+    r.ema = train_fns.ema(r.G, r.G_ema, config['ema_decay'], config['ema_start'])
+  r.GD = model.G_D(r.G, r.D)
+  if r.ctx.is_main:
+    print(r.G)
+    print(r.D)
     print('Number of params in G: {} D: {}'.format(
-        *[sum(p.numel() for p in net.parameters()) for net in [G, D]]))
-  train_fns.make_scalers(G, D, config, device)
+        *[sum(p.numel() for p in net.parameters()) for net in [r.G, r.D]]))
+  train_fns.make_scalers(r.G, r.D, config, r.device)
 
-  state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0,
-                'best_FID': 999999, 'config': config}
-  state_dict.update(image_metrics.initial_best(config))  # a --which_best beyond IS and FID
-  saved = {}
-  if source:
+
+def restore(r):
+  """The state at iteration 0, or the checkpoint of --resume / --finetune_from; then G_D under
+  DataParallel or DDP."""
+  config = r.config
+  r.state_dict = checkpoints.initial_state(config)
+  r.state_dict.update(image_metrics.initial_best(config))  # a --which_best beyond IS and FID
+  r.saved = {}
+  if r.source:
     # Rank 0 alone finishes or discards a save that was interrupted; the others wait, then read.
-    if ctx.is_main:
-      checkpoints.recover(os.path.join(config['weights_root'], source))
-    distributed.barrier(ctx)
+    if r.ctx.is_main:
+      checkpoints.recover(os.path.join(config['weights_root'], r.source))
+    distributed.barrier(r.ctx)
   if config['resume']:
-    suffix = config['load_weights'] or None
-    if suffix is None:
-      suffix, found = checkpoints.newest_save(config['weights_root'], experiment_name,
-                                              recover=False)
-      if ctx.is_main:
-        print('Resuming from the newest complete checkpoint: %s (itr %d)'
-              % (suffix or 'the plain files', found[suffix]))
-    saved = checkpoints.load_weights(G, D, state_dict, config['weights_root'], experiment_name,
-                                     suffix, G_ema if config['ema'] else None, recover=False)
-    state_dict['config'] = config
-    for name, net in (('G', G), ('D', D)):
-      if net.scaler.is_enabled() and name + '_scaler' in saved:
-        net.scaler.load_state_dict(saved[name + '_scaler'])
+    resume(r)
   elif config['finetune_from']:
-    suffix = config['load_weights'] or checkpoints.newest_save(
-        config['weights_root'], config['finetune_from'], '--finetune_from', recover=False)[0]
-    print('Fine-tuning from %s (%s) into %s' % (config['finetune_from'],
-                                                suffix or 'the plain files', experiment_name))
-    has_ema = os.path.exists(checkpoints.file_path(
-        '%s/%s' % (config['weights_root'], config['finetune_from']), 'G_ema', suffix))
-    checkpoints.load_weights(G, D, {}, config['weights_root'], config['finetune_from'], suffix,
-                             G_ema if config['ema'] and has_ema else None, recover=False)
-    # The optimizer states carry on, at this run's learning rates and Adam constants.
-    for name, net in (('G', G), ('D', D)):
-      for group in net.optim.param_groups:
-        group.update(lr=config[name + '_lr'], eps=config['adam_eps'],
-                     betas=(config[name + '_B1'], config[name + '_B2']))
-    if config['ema'] and not has_ema:
-      G_ema.load_state_dict(G.state_dict())
+    finetune(r)
   if config['parallel']:
-    GD = torch.nn.DataParallel(GD)
+    r.GD = torch.nn.DataParallel(r.GD)
   else:
-    GD = distributed.wrap(GD, ctx)
+    r.GD = distributed.wrap(r.GD, r.ctx)
 
+
+def resume(r):
+  """--resume: the newest complete set (or --load_weights SUFFIX), with its random states."""
+  config = r.config
+  suffix = config['load_weights'] or None
+  if suffix is None:
+    suffix, found = checkpoints.newest_save(config['weights_root'], r.experiment_name,
+                                            recover=False)
+    if r.ctx.is_main:
+      print('Resuming from the newest complete checkpoint: %s (itr %d)'
+            % (suffix or 'the plain files', found[suffix]))
+  r.saved = checkpoints.load_weights(r.G, r.D, r.state_dict, config['weights_root'],
+                                     r.experiment_name, suffix, r.G_ema, recover=False)
+  r.state_dict['config'] = config
+  for name, net in (('G', r.G), ('D', r.D)):
+    if net.scaler.is_enabled() and name + '_scaler' in r.saved:
+      net.scaler.load_state_dict(r.saved[name + '_scaler'])
+
+
+def finetune(r):
+  """--finetune_from: its weights and optimizer states, at this run's learning rates and Adam
+  constants; G_ema starts as G where that run had none."""
+  config, source = r.config, r.config['finetune_from']
+  suffix = config['load_weights'] or checkpoints.newest_save(
+      config['weights_root'], source, '--finetune_from', recover=False)[0]
+  print('Fine-tuning from %s (%s) into %s' % (source, suffix or 'the plain files',
+                                              r.experiment_name))
+  has_ema = os.path.exists(checkpoints.file_path(
+      '%s/%s' % (config['weights_root'], source), 'G_ema', suffix))
+  checkpoints.load_weights(r.G, r.D, {}, config['weights_root'], source, suffix,
+                           r.G_ema if has_ema else None, recover=False)
+  for name, net in (('G', r.G), ('D', r.D)):
+    for group in net.optim.param_groups:
+      group.update(lr=config[name + '_lr'], eps=config['adam_eps'],
+                   betas=(config[name + '_B1'], config[name + '_B2']))
+  if config['ema'] and not has_ema:
+    r.G_ema.load_state_dict(r.G.state_dict())
+
+
+def prepare_loop(r):
+  """Data, noise, the step, the metrics, logs, and the random streams where the checkpoint left
+  them."""
+  config = r.config
   # Data: each D step consumes batch_size * num_D_accumulations images per process.
   D_batch_size = config['batch_size'] * config['num_D_steps'] * config['num_D_accumulations']
-  loader = utils.get_data_loaders(**{**config, 'batch_size': D_batch_size,
-                                     'start_itr': state_dict['itr']})[0]
-  G_batch_size = max(config['G_batch_size'], config['batch_size'])
-  z_, y_ = sampling.prepare_z_y(G_batch_size, G.dim_z, config['n_classes'], device=device,
-                                z_var=config['z_var'])
-  fixed_z, fixed_y = fixed_noise(G_batch_size, G.dim_z, config['n_classes'], config['seed'],
-                                 device, config['z_var'])
-  if config['which_train_fn'] == 'dummy':
-    train = train_fns.dummy_training_function()
-  else:
-    train = train_fns.training_function(config['which_train_fn'])(G, D, GD, z_, y_, ema,
-                                                                  state_dict, config)
-  sample_G = G_ema if config['ema'] and config['use_ema'] else G
-  sample = functools.partial(sampling.sample, G=sample_G, z_=z_, y_=y_, config=config)
-  sampler = loader.sampler
-  run_length = (sampler.num_batches if config['use_multiepoch_sampler']
-                else config['num_epochs'] * sampler.batches_per_epoch)
-  total = min(config['num_iters'], run_length) if config['num_iters'] else run_length
-  get_inception_metrics = None
-  if total // config['test_every'] > state_dict['itr'] // config['test_every']:  # one is due
+  r.loader = datasets.get_data_loaders(**{**config, 'batch_size': D_batch_size,
+                                          'start_itr': r.state_dict['itr']})[0]
+  r.z_, r.y_ = sampling.prepare_noise(config, r.G.dim_z, r.device)
+  r.fixed_z, r.fixed_y = sampling.fixed_noise(sampling.G_batch_size(config), r.G.dim_z,
+                                              config['n_classes'], config['seed'], r.device,
+                                              config['z_var'])
+  r.train = train_fns.training_function(config['which_train_fn'])(
+      r.G, r.D, r.GD, r.z_, r.y_, r.ema, r.state_dict, config)
+  r.sample = functools.partial(sampling.sample, G=train_fns.which_G(r.G, r.G_ema, config),
+                               z_=r.z_, y_=r.y_, config=config)
+  r.sampler = r.loader.sampler
+  run_length = (r.sampler.num_batches if config['use_multiepoch_sampler']
+                else config['num_epochs'] * r.sampler.batches_per_epoch)
+  r.total = min(config['num_iters'], run_length) if config['num_iters'] else run_length
+  r.get_inception_metrics = None
+  if r.total // config['test_every'] > r.state_dict['itr'] // config['test_every']:  # one is due
     # Building the network draws its default init: off the training stream, so that a run's
     # numbers do not depend on whether it evaluates (a first leg shorter than --test_every).
     with torch.random.fork_rng(devices=[]):
-      get_inception_metrics = image_metrics.prepare_metrics(config, device)  # IS, FID, --metrics
+      r.get_inception_metrics = image_metrics.prepare_metrics(config, r.device)
+  open_logs(r)
+  # Random streams: per rank for z/y; on resume, exactly where the checkpoint left them.
+  if 'rng' in r.saved:
+    checkpoints.set_rng_state(r.saved['rng'][min(r.ctx.rank, len(r.saved['rng']) - 1)])
+  elif r.ctx.distributed:
+    torch.manual_seed(config['seed'] + 1000003 * r.ctx.rank)
+  # --DiffAugment / ADA / --LeCam (augment.SmallData): ADA's p, the augmentation streams, anchors.
+  r.small_data = getattr(r.D, 'small_data', None)
+  if r.small_data is not None:
+    r.small_data.load_state_dict(r.saved, r.ctx.rank)
 
-  # Logs: fresh unless resuming, then cut back to the checkpoint's iteration; only now that
-  # the data and the metrics' files are known good, so a bad input leaves the old logs.
+
+def open_logs(r):
+  """Logs: fresh unless resuming, then cut back to the checkpoint's iteration; only now that the
+  data and the metrics' files are known good, so a bad input leaves the old logs."""
+  config, name = r.config, r.experiment_name
   test_log = train_log = None
-  if ctx.is_main:
+  if r.ctx.is_main:
     if not config['resume']:  # an earlier run of this name is moved aside, never overwritten
-      checkpoints.set_aside(experiment_name, config['weights_root'], config['logs_root'],
+      checkpoints.set_aside(name, config['weights_root'], config['logs_root'],
                             config['samples_root'])
-    test_log = logger.MetricsLogger('%s/%s_log.jsonl' % (config['logs_root'], experiment_name),
+    test_log = logger.MetricsLogger('%s/%s_log.jsonl' % (config['logs_root'], name),
                                     reinitialize=not config['resume'])
-    train_log = logger.MyLogger('%s/%s' % (config['logs_root'], experiment_name),
+    train_log = logger.MyLogger('%s/%s' % (config['logs_root'], name),
                                 reinitialize=not config['resume'], logstyle=config['logstyle'])
     if config['resume']:
-      test_log.truncate(state_dict['itr'])
-      train_log.truncate(state_dict['itr'])
-    utils.write_metadata(config['logs_root'], experiment_name, config, state_dict)
-  tensorboard = (logger.TensorBoard('%s/%s/tb' % (config['logs_root'], experiment_name))
-                 if config['tensorboard'] and ctx.is_main else None)
-
-  # Random streams: per rank for z/y; on resume, exactly where the checkpoint left them.
-  if 'rng' in saved:
-    checkpoints.set_rng_state(saved['rng'][min(ctx.rank, len(saved['rng']) - 1)])
-  elif ctx.distributed:
-    torch.manual_seed(config['seed'] + 1000003 * ctx.rank)
-  # --DiffAugment / ADA / --LeCam (augment.SmallData): ADA's p, the augmentation streams, anchors.
-  small_data = getattr(D, 'small_data', None)
-  if small_data is not None:
-    small_data.load_state_dict(saved, ctx.rank)
-
-  def save_state():
-    """Everything beyond the original's fields that an exact resume needs."""
-    state_dict['rng'] = distributed.gather_objects(checkpoints.rng_state(), ctx)
-    state_dict['G_scaler'] = G.scaler.state_dict()
-    state_dict['D_scaler'] = D.scaler.state_dict()
-    state_dict['epoch'] = sampler.epoch_of(state_dict['itr'])
-    if small_data is not None:
-      state_dict.update(small_data.state_dict(lambda obj: distributed.gather_objects(obj, ctx)))
-
-  def eval_mode():
-    if config['G_eval_mode']:
-      print('Switching G to eval mode...')
-      G.eval()
-      if G_ema is not None:
-        G_ema.eval()
-    # Without cross-replica BN the ranks' BN statistics differ, and G_ema averages them: evaluate
-    # (and save) rank 0's on every rank.
-    distributed.sync_buffers(G, ctx)
-    distributed.sync_buffers(G_ema, ctx)
-
-  rng_devices = [torch.device(device).index or 0] if device.startswith('cuda') else []
-  preemption = Preemption()
+      test_log.truncate(r.state_dict['itr'])
+      train_log.truncate(r.state_dict['itr'])
+    logger.write_metadata(config['logs_root'], name, config, r.state_dict)
+  r.test_log = test_log
+  r.tensorboard = (logger.TensorBoard('%s/%s/tb' % (config['logs_root'], name))
+                   if config['tensorboard'] and r.ctx.is_main else None)
   # On every rank, so that all check for divergence at the same iterations; rank 0 alone writes.
-  progress = logger.TrainLog(train_log if ctx.is_main else Discard(),
-                             interval=config['sv_log_interval'] or 10, total=total,
-                             start_itr=state_dict['itr'], pbar=config['pbar'],
-                             tensorboard=tensorboard, quiet=not ctx.is_main)
+  r.progress = logger.TrainLog(train_log if r.ctx.is_main else Discard(),
+                               interval=config['sv_log_interval'] or 10, total=r.total,
+                               start_itr=r.state_dict['itr'], pbar=config['pbar'],
+                               tensorboard=r.tensorboard, quiet=not r.ctx.is_main)
+
+
+def loop(r):
+  """Training iterations until the end of the run or a preemption signal."""
+  r.rng_devices = [torch.device(r.device).index or 0] if r.device.startswith('cuda') else []
+  r.preemption = Preemption()
   print('Beginning training at iteration %d (epoch %d) of %d...'
-        % (state_dict['itr'], state_dict['epoch'], total))
+        % (r.state_dict['itr'], r.state_dict['epoch'], r.total))
   try:
-    for x, y in batches(loader, config['use_multiepoch_sampler']):
-      if state_dict['itr'] >= total:
-        break
-      state_dict['itr'] += 1
-      itr = state_dict['itr']
-      for net in filter(None, (G, D, G_ema)):
-        net.train()
-      x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-      if config['channels_last']:
-        x = x.contiguous(memory_format=torch.channels_last)
-      metrics = train(x, y)
-      if config['sv_log_interval'] > 0 and not itr % config['sv_log_interval']:
-        metrics = {**metrics, **sv_values(G, D)}
-      saving = not itr % config['save_every']
-      testing = get_inception_metrics is not None and not itr % config['test_every']
-      stopping = distributed.any_rank(preemption.requested, ctx) or itr >= total
-      rows = progress.add(itr, metrics) or []
-      if saving or testing or stopping:  # logs are complete up to any checkpoint
-        rows += progress.flush()
-      if rows or saving or stopping:
-        check_finite(rows, (G, D), itr, state_dict, config, experiment_name, ctx)
-      # Checkpoint sets are written once the iteration is over, after its evaluation and
-      # sampling (which move G_ema's buffers): see checkpoints.py.
-      sets = []
-      if saving or testing or stopping:
-        eval_mode()
-      if testing:
-        with torch.random.fork_rng(devices=rng_devices):  # keep evaluation off the training stream
-          scores = train_fns.test(
-              G, D, G_ema, z_, y_, state_dict, config, sample, get_inception_metrics,
-              experiment_name, test_log, is_main=ctx.is_main, sets=sets)
-        if tensorboard is not None:
-          tensorboard.scalars(itr, scores)
-      if saving or stopping:
-        with torch.random.fork_rng(devices=rng_devices):
-          if saving:
-            gen = torch.Generator(device).manual_seed(config['seed'] * 7919 + itr)
-            fixed = train_fns.save_and_sample(G, D, G_ema, z_, y_, fixed_z, fixed_y, state_dict,
-                                              config, experiment_name, is_main=ctx.is_main,
-                                              generator=gen, sets=sets)
-            if tensorboard is not None:
-              tensorboard.image('fixed_samples', fixed, itr)
-          else:  # the end of the run, or preemption: the plain files only
-            sets.append((None, {}))
-      if saving or testing or stopping:
-        save_state()
-        if ctx.is_main:
-          checkpoints.save_iteration(G, D, state_dict, config['weights_root'], experiment_name,
-                                     sets, G_ema if config['ema'] else None)
-      if stopping:
+    for x, y in batches(r.loader, r.config['use_multiepoch_sampler']):
+      if r.state_dict['itr'] >= r.total or iteration(r, x, y):
         break
   finally:
-    preemption.close()
-  progress.close()
-  if tensorboard is not None:
-    tensorboard.close()
-  if preemption.requested:
+    r.preemption.close()
+
+
+def iteration(r, x, y):
+  """One training step, its logs, and at the iteration's end any evaluation, sampling and
+  checkpoint it is due for; returns whether the run stops here."""
+  config, state_dict = r.config, r.state_dict
+  state_dict['itr'] += 1
+  itr = state_dict['itr']
+  for net in filter(None, (r.G, r.D, r.G_ema)):
+    net.train()
+  x, y = x.to(r.device, non_blocking=True), y.to(r.device, non_blocking=True)
+  if config['channels_last']:
+    x = x.contiguous(memory_format=torch.channels_last)
+  metrics = r.train(x, y)
+  if config['sv_log_interval'] > 0 and not itr % config['sv_log_interval']:
+    metrics = {**metrics, **sv_values(r.G, r.D)}
+  saving = not itr % config['save_every']
+  testing = r.get_inception_metrics is not None and not itr % config['test_every']
+  stopping = distributed.any_rank(r.preemption.requested, r.ctx) or itr >= r.total
+  rows = r.progress.add(itr, metrics) or []
+  if saving or testing or stopping:  # logs are complete up to any checkpoint
+    rows += r.progress.flush()
+  if rows or saving or stopping:
+    check_finite(rows, (r.G, r.D), itr, state_dict, config, r.experiment_name, r.ctx)
+  if saving or testing or stopping:
+    end_of_iteration(r, saving, testing, stopping)
+  return stopping
+
+
+def end_of_iteration(r, saving, testing, stopping):
+  """Evaluation, sampling, then the checkpoint sets: written once the iteration is over, after
+  its evaluation and sampling (which move G_ema's buffers), see checkpoints.py."""
+  config, itr, sets = r.config, r.state_dict['itr'], []
+  eval_mode(r)
+  if testing:
+    with torch.random.fork_rng(devices=r.rng_devices):  # keep evaluation off the training stream
+      scores = train_fns.test(
+          r.G, r.D, r.G_ema, r.z_, r.y_, r.state_dict, config, r.sample,
+          r.get_inception_metrics, r.experiment_name, r.test_log, is_main=r.ctx.is_main,
+          sets=sets)
+    if r.tensorboard is not None:
+      r.tensorboard.scalars(itr, scores)
+  if saving:
+    with torch.random.fork_rng(devices=r.rng_devices):
+      gen = torch.Generator(r.device).manual_seed(config['seed'] * 7919 + itr)
+      fixed = train_fns.save_and_sample(
+          r.G, r.D, r.G_ema, r.z_, r.y_, r.fixed_z, r.fixed_y, r.state_dict, config,
+          r.experiment_name, is_main=r.ctx.is_main, generator=gen, sets=sets)
+    if r.tensorboard is not None:
+      r.tensorboard.image('fixed_samples', fixed, itr)
+  elif stopping:
+    sets.append((None, {}))  # the end of the run, or preemption: the plain files only
+  save_state(r)
+  if r.ctx.is_main:
+    checkpoints.save_iteration(r.G, r.D, r.state_dict, config['weights_root'], r.experiment_name,
+                               sets, r.G_ema)
+
+
+def eval_mode(r):
+  """--G_eval_mode for evaluation and sampling, and the same G buffers on every rank."""
+  if r.config['G_eval_mode']:
+    print('Switching G to eval mode...')
+    r.G.eval()
+    if r.G_ema is not None:
+      r.G_ema.eval()
+  # Without cross-replica BN the ranks' BN statistics differ, and G_ema averages them: evaluate
+  # (and save) rank 0's on every rank.
+  distributed.sync_buffers(r.G, r.ctx)
+  distributed.sync_buffers(r.G_ema, r.ctx)
+
+
+def save_state(r):
+  """Everything beyond the original's fields that an exact resume needs."""
+  state_dict, ctx = r.state_dict, r.ctx
+  state_dict['rng'] = distributed.gather_objects(checkpoints.rng_state(), ctx)
+  state_dict['G_scaler'] = r.G.scaler.state_dict()
+  state_dict['D_scaler'] = r.D.scaler.state_dict()
+  state_dict['epoch'] = r.sampler.epoch_of(state_dict['itr'])
+  if r.small_data is not None:
+    state_dict.update(r.small_data.state_dict(lambda obj: distributed.gather_objects(obj, ctx)))
+
+
+def finish(r):
+  """Close the logs, say where everything is, leave the process group."""
+  r.progress.close()
+  if r.tensorboard is not None:
+    r.tensorboard.close()
+  config, name = r.config, r.experiment_name
+  if r.preemption.requested:
     print('Received %s: saved the checkpoint at iteration %d; continue with --resume.'
-          % (preemption.requested, state_dict['itr']))
+          % (r.preemption.requested, r.state_dict['itr']))
   else:
     print('Finished at iteration %d. Weights: %s/%s, logs: %s/%s, samples: %s/%s'
-          % (state_dict['itr'], config['weights_root'], experiment_name, config['logs_root'],
-             experiment_name, config['samples_root'], experiment_name))
-  distributed.cleanup(ctx)
-  return state_dict
+          % (r.state_dict['itr'], config['weights_root'], name, config['logs_root'], name,
+             config['samples_root'], name))
+  distributed.cleanup(r.ctx)
+  return r.state_dict
 
 
 def main(argv=None):
-  parser = utils.prepare_parser()
+  parser = configuration.prepare_parser()
   config = vars(parser.parse_args(argv))
   print(config)
   run(config)

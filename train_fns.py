@@ -25,31 +25,105 @@ import layers
 import losses
 import metrics as image_metrics
 import sampling
-import utils
 from errors import UserError
 
 
-def dummy_training_function():
-  """--which_train_fn dummy: moves the data and does nothing else (for timing the loader)."""
-  def train(x, y):
-    return {}
-  return train
+# --which_train_fn: name -> function of this module, looked up when called (a test or a hook may
+# replace the function); module.function names one of your own.
+TRAIN_FNS = {'GAN': 'GAN_training_function', 'dummy': 'dummy_training_function'}
 
 
 def training_function(name):
-  """--which_train_fn: GAN (this module's), or module.function of your own with the same
+  """--which_train_fn: one of TRAIN_FNS, or module.function of your own with the same
   signature as GAN_training_function (a hook for new losses or regularisers without editing
   this file)."""
-  if name == 'GAN':
-    return GAN_training_function
+  if name in TRAIN_FNS:
+    return globals()[TRAIN_FNS[name]]
   module, _, function = name.rpartition('.')
   if module:
     try:
       return getattr(importlib.import_module(module), function)
     except (ImportError, AttributeError):
       pass
-  raise UserError('--which_train_fn %s is unknown; use GAN, dummy, or module.function of your '
-                  'own' % name)
+  raise UserError('--which_train_fn %s is unknown; use %s, or module.function of your own'
+                  % (name, ', '.join(TRAIN_FNS)))
+
+
+def dummy_training_function(*unused):
+  """--which_train_fn dummy: moves the data and does nothing else (for timing the loader)."""
+  def train(x, y):
+    return {}
+  return train
+
+
+# ---------------------------------------------------------------------------------------------
+# The original's helpers of the step (utils.toggle_grad, utils.ortho, utils.ema, ...)
+# ---------------------------------------------------------------------------------------------
+
+
+def toggle_grad(model, on_or_off):
+  for param in model.parameters():
+    param.requires_grad = on_or_off
+
+
+def _ortho_grads(model, strength, blacklist, off_diagonal):
+  with torch.no_grad():
+    for param in model.parameters():
+      if len(param.shape) < 2 or param.grad is None or any(param is b for b in blacklist):
+        continue
+      w = param.reshape(param.shape[0], -1)
+      eye = torch.eye(w.shape[0], device=w.device, dtype=w.dtype)
+      gram = torch.mm(w, w.t())
+      gram = gram * (1. - eye) if off_diagonal else gram - eye
+      param.grad.add_(strength * 2 * torch.mm(gram, w).reshape(param.shape))
+
+
+def ortho(model, strength=1e-4, blacklist=()):
+  """BigGAN's ortho reg: add the gradient of (strength/2) ||W W^T * (1 - I)||_F^2 to every weight
+  of 2+ dimensions (each flattened to (out, -1)) not in blacklist."""
+  _ortho_grads(model, strength, blacklist, off_diagonal=True)
+
+
+def default_ortho(model, strength=1e-4, blacklist=()):
+  """The classic ortho reg: the gradient of (strength/2) ||W W^T - I||_F^2."""
+  _ortho_grads(model, strength, blacklist, off_diagonal=False)
+
+
+class ema(object):
+  """target = decay * target + (1 - decay) * source over every state_dict entry (weights and
+  buffers), in one fused update per dtype; before start_itr the decay is 0 (a plain copy)."""
+
+  def __init__(self, source, target, decay=0.9999, start_itr=0):
+    self.source, self.target = source, target
+    self.decay, self.start_itr = decay, start_itr
+    self.source_dict = self.source.state_dict()
+    self.target_dict = self.target.state_dict()
+    print('Initializing EMA parameters to be source parameters...')
+    with torch.no_grad():
+      for key in self.source_dict:
+        self.target_dict[key].copy_(self.source_dict[key])
+    # Groups of (target, source) tensors that one foreach call can update.
+    self.groups = {}
+    for key in self.source_dict:
+      t, s = self.target_dict[key], self.source_dict[key]
+      group = self.groups.setdefault((t.dtype, t.device, t.is_floating_point()), ([], []))
+      group[0].append(t)
+      group[1].append(s)
+
+  def update(self, itr=None):
+    decay = 0.0 if (itr and itr < self.start_itr) else self.decay
+    with torch.no_grad():
+      for (_, _, floating), (targets, sources) in self.groups.items():
+        if not floating or decay == 0.0:  # counters are copied, not averaged
+          torch._foreach_copy_(targets, sources)
+        else:
+          torch._foreach_mul_(targets, decay)
+          torch._foreach_add_(targets, sources, alpha=1 - decay)
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision and speed options
+# ---------------------------------------------------------------------------------------------
 
 
 def autocast(config, device):
@@ -78,13 +152,13 @@ def make_scalers(G, D, config, device):
           'emulated and many times slower than fp32 here; leave out --amp on this machine',
           file=sys.stderr, flush=True)
   enabled = config.get('amp', 'off') == 'fp16'
-  for net in (G, D):
+  for net in filter(None, (G, D)):  # a family without D (Glow): D is None
     net.scaler = torch.amp.GradScaler(torch.device(device).type, enabled=enabled)
 
 
 def apply_speed_options(config, G, D, G_ema=None):
   """--channels_last (all three nets) and --compile (G.forward and D.forward). Call it before
-  utils.ema(G, G_ema): changing the memory format replaces the tensors an EMA holds on to."""
+  ema(G, G_ema): changing the memory format replaces the tensors an EMA holds on to."""
   if config.get('channels_last'):
     for net in filter(None, (G, D, G_ema)):
       net.to(memory_format=torch.channels_last)
@@ -110,26 +184,37 @@ def _sync_unless(ddp, last):
 
 
 def GAN_training_function(G, D, GD, z_, y_, ema, state_dict, config):
-  discriminator_loss, generator_loss = losses.get_losses(config.get('loss', 'hinge'))
-  device = z_.device
-  if not hasattr(G, 'scaler'):
-    make_scalers(G, D, config, device)
-  replicas = getattr(GD, 'replicas', {})
-  bs = config['batch_size']
-  announced = set()
-  # --DiffAugment, ADA, --LeCam (augment.py): None when all are off; kept as D.small_data.
-  small_data = augment.SmallData.from_config(config, device)
-  if small_data is not None:
-    small_data.attach(D)
+  """The original's training step: returns train(x, y) (see the module docstring)."""
+  return GANStep(G, D, GD, z_, y_, ema, state_dict, config)
 
-  def announce(text):
-    if text not in announced:
+
+class GANStep(object):
+  """train(x, y) of GAN_training_function: the D steps, then the G step, then the EMA."""
+
+  def __init__(self, G, D, GD, z_, y_, ema, state_dict, config):
+    self.G, self.D, self.GD, self.z_, self.y_ = G, D, GD, z_, y_
+    self.ema, self.state_dict, self.config = ema, state_dict, config
+    self.discriminator_loss, self.generator_loss = losses.get_losses(config.get('loss', 'hinge'))
+    self.device = z_.device
+    if not hasattr(G, 'scaler'):
+      make_scalers(G, D, config, self.device)
+    self.replicas = getattr(GD, 'replicas', {})
+    self.announced = set()
+    # --DiffAugment, ADA, --LeCam (augment.py): None when all are off; kept as D.small_data.
+    self.small_data = augment.SmallData.from_config(config, self.device)
+    if self.small_data is not None:
+      self.small_data.attach(D)
+
+  def announce(self, text):
+    if text not in self.announced:
       print(text)
-      announced.add(text)
+      self.announced.add(text)
 
-  def train(x, y):
+  def __call__(self, x, y):
+    G, D, config = self.G, self.D, self.config
     G.optim.zero_grad(set_to_none=True)
     D.optim.zero_grad(set_to_none=True)
+    bs = config['batch_size']
     # A short batch would leave a micro-batch short, yet weighted as a full one.
     needed = bs * config['num_D_steps'] * config['num_D_accumulations']
     if len(x) < needed:
@@ -137,70 +222,76 @@ def GAN_training_function(G, D, GD, z_, y_, ema, state_dict, config):
                       '--num_D_accumulations %d needs %d per iteration; give the loader batches '
                       'of %d' % (len(x), bs, config['num_D_steps'],
                                  config['num_D_accumulations'], needed, needed))
-    x = torch.split(x, bs)
-    y = torch.split(y, bs)
-    counter = 0
-
     if config['toggle_grads']:
-      utils.toggle_grad(D, True)
-      utils.toggle_grad(G, False)
+      toggle_grad(D, True)
+      toggle_grad(G, False)
+    D_loss_real, D_loss_fake = self.D_steps(torch.split(x, bs), torch.split(y, bs))
+    # Under DDP, D is always frozen during the G step: its gradients there are never used, and
+    # DDP must not see them.
+    if config['toggle_grads'] or self.replicas:
+      toggle_grad(D, False)
+      toggle_grad(G, True)
+    G_loss = self.G_step()
+    if self.replicas and not config['toggle_grads']:
+      toggle_grad(D, True)
+    if config['ema']:
+      self.ema.update(self.state_dict['itr'])
+    out = {'G_loss': G_loss.detach(), 'D_loss_real': D_loss_real.detach(),
+           'D_loss_fake': D_loss_fake.detach()}
+    if self.small_data is not None:
+      out.update(self.small_data.update(self.state_dict['itr']))
+    return out
+
+  def D_steps(self, x, y):
+    """num_D_steps steps of num_D_accumulations micro-batches; returns the last one's losses."""
+    D, z_, y_, config = self.D, self.z_, self.y_, self.config
+    bs, accumulations, counter = config['batch_size'], config['num_D_accumulations'], 0
     for _ in range(config['num_D_steps']):
       D.optim.zero_grad(set_to_none=True)
-      for accumulation_index in range(config['num_D_accumulations']):
+      for accumulation_index in range(accumulations):
         z_.sample_()
         y_.sample_()
-        last = accumulation_index == config['num_D_accumulations'] - 1
-        with _sync_unless(replicas.get('D'), last):
-          with autocast(config, device):
-            D_fake, D_real = GD(z_[:bs], y_[:bs], x[counter], y[counter], train_G=False,
-                                split_D=config['split_D'])
-          D_loss_real, D_loss_fake = discriminator_loss(D_fake, D_real)
-          D_loss = (D_loss_real + D_loss_fake) / float(config['num_D_accumulations'])
-          if small_data is not None:
-            D_loss = D_loss + small_data.D_terms(D_real, D_fake) / float(
-                config['num_D_accumulations'])
+        last = accumulation_index == accumulations - 1
+        with _sync_unless(self.replicas.get('D'), last):
+          with autocast(config, self.device):
+            D_fake, D_real = self.GD(z_[:bs], y_[:bs], x[counter], y[counter], train_G=False,
+                                     split_D=config['split_D'])
+          D_loss_real, D_loss_fake = self.discriminator_loss(D_fake, D_real)
+          D_loss = (D_loss_real + D_loss_fake) / float(accumulations)
+          if self.small_data is not None:
+            D_loss = D_loss + self.small_data.D_terms(D_real, D_fake) / float(accumulations)
           D.scaler.scale(D_loss).backward()
         counter += 1
       if config['D_ortho'] > 0.0:
-        announce('using modified ortho reg in D')
+        self.announce('using modified ortho reg in D')
         D.scaler.unscale_(D.optim)
-        utils.ortho(D, config['D_ortho'])
+        ortho(D, config['D_ortho'])
       D.scaler.step(D.optim)
       D.scaler.update()
+    return D_loss_real, D_loss_fake
 
-    # Under DDP, D is always frozen during the G step: its gradients there are never used, and
-    # DDP must not see them.
-    if config['toggle_grads'] or replicas:
-      utils.toggle_grad(D, False)
-      utils.toggle_grad(G, True)
+  def G_step(self):
+    """One G step of num_G_accumulations micro-batches; returns the last one's loss."""
+    G, z_, y_, config = self.G, self.z_, self.y_, self.config
     G.optim.zero_grad(set_to_none=True)
-    for accumulation_index in range(config['num_G_accumulations']):
+    accumulations = config['num_G_accumulations']
+    for accumulation_index in range(accumulations):
       z_.sample_()
       y_.sample_()
-      last = accumulation_index == config['num_G_accumulations'] - 1
-      with _sync_unless(replicas.get('G'), last):
-        with autocast(config, device):
-          D_fake = GD(z_, y_, train_G=True, split_D=config['split_D'])
-        G_loss = generator_loss(D_fake) / float(config['num_G_accumulations'])
+      last = accumulation_index == accumulations - 1
+      with _sync_unless(self.replicas.get('G'), last):
+        with autocast(config, self.device):
+          D_fake = self.GD(z_, y_, train_G=True, split_D=config['split_D'])
+        G_loss = self.generator_loss(D_fake) / float(accumulations)
         G.scaler.scale(G_loss).backward()
     if config['G_ortho'] > 0.0:
-      announce('using modified ortho reg in G')
+      self.announce('using modified ortho reg in G')
       G.scaler.unscale_(G.optim)
       # The shared embedding is not a weight matrix in the ortho-reg sense.
-      utils.ortho(G, config['G_ortho'], blacklist=[param for param in G.shared.parameters()])
+      ortho(G, config['G_ortho'], blacklist=[param for param in G.shared.parameters()])
     G.scaler.step(G.optim)
     G.scaler.update()
-    if replicas and not config['toggle_grads']:
-      utils.toggle_grad(D, True)
-
-    if config['ema']:
-      ema.update(state_dict['itr'])
-    out = {'G_loss': G_loss.detach(), 'D_loss_real': D_loss_real.detach(),
-           'D_loss_fake': D_loss_fake.detach()}
-    if small_data is not None:
-      out.update(small_data.update(state_dict['itr']))
-    return out
-  return train
+    return G_loss
 
 
 def which_G(G, G_ema, config):
@@ -222,16 +313,14 @@ def save_and_sample(G, D, G_ema, z_, y_, fixed_z, fixed_y, state_dict, config, e
   global random stream). With a list `sets`, the checkpoints are appended to it as (suffix, {}) for
   the caller to write after the sampling (checkpoints.save_iteration) instead."""
   if sets is not None:
-    sets.append((None, {}))
-    if config['num_save_copies'] > 0:
-      sets.append(('copy%d' % state_dict['save_num'], {}))
+    add_saved_sets(state_dict, config, sets)
   elif is_main:
     checkpoints.save_weights(G, D, state_dict, config['weights_root'], experiment_name, None,
                              G_ema if config['ema'] else None)
     if config['num_save_copies'] > 0:
       checkpoints.save_weights(G, D, state_dict, config['weights_root'], experiment_name,
                                'copy%d' % state_dict['save_num'], G_ema if config['ema'] else None)
-  if config['num_save_copies'] > 0:
+  if sets is None and config['num_save_copies'] > 0:
     state_dict['save_num'] = (state_dict['save_num'] + 1) % config['num_save_copies']
 
   net = which_G(G, G_ema, config)
@@ -242,6 +331,24 @@ def save_and_sample(G, D, G_ema, z_, y_, fixed_z, fixed_y, state_dict, config, e
   if net.training:  # rank 0's sampling moved its SN vectors and BN statistics: all go on from them
     distributed.sync_buffers(net)
   return fixed_Gz
+
+
+def add_saved_sets(state_dict, config, sets):
+  """A save's checkpoint sets, appended to `sets` as (suffix, {}) for checkpoints.save_iteration:
+  the plain set and the rotating copy{n} (save_num advanced)."""
+  sets.append((None, {}))
+  if config['num_save_copies'] > 0:
+    sets.append(('copy%d' % state_dict['save_num'], {}))
+    state_dict['save_num'] = (state_dict['save_num'] + 1) % config['num_save_copies']
+
+
+def add_best_set(state_dict, config, sets, best_key):
+  """A new best value's set best{n}, appended to `sets` with the state fields it keeps from
+  before its evaluation (checkpoints.py); save_best_num advanced."""
+  kept = ('best_IS', 'best_FID', 'save_best_num') + ((best_key,) if best_key not in
+                                                      ('best_IS', 'best_FID') else ())
+  sets.append(('best%d' % state_dict['save_best_num'], {k: state_dict[k] for k in kept}))
+  state_dict['save_best_num'] = (state_dict['save_best_num'] + 1) % config['num_best_copies']
 
 
 def _sample_sheets(net, z_, fixed_z, fixed_y, state_dict, config, experiment_name, generator):
@@ -302,14 +409,13 @@ def test(G, D, G_ema, z_, y_, state_dict, config, sample, get_inception_metrics,
   if improved:
     print('%s improved over previous best, saving checkpoint...' % config['which_best'])
     if sets is not None:
-      kept = ('best_IS', 'best_FID', 'save_best_num') + ((best_key,) if best_key not in
-                                                          ('best_IS', 'best_FID') else ())
-      sets.append(('best%d' % state_dict['save_best_num'], {k: state_dict[k] for k in kept}))
-    elif is_main:
-      checkpoints.save_weights(G, D, state_dict, config['weights_root'], experiment_name,
-                               'best%d' % state_dict['save_best_num'],
-                               G_ema if config['ema'] else None)
-    state_dict['save_best_num'] = (state_dict['save_best_num'] + 1) % config['num_best_copies']
+      add_best_set(state_dict, config, sets, best_key)
+    else:
+      if is_main:
+        checkpoints.save_weights(G, D, state_dict, config['weights_root'], experiment_name,
+                                 'best%d' % state_dict['save_best_num'],
+                                 G_ema if config['ema'] else None)
+      state_dict['save_best_num'] = (state_dict['save_best_num'] + 1) % config['num_best_copies']
   state_dict['best_IS'] = max(float(state_dict['best_IS']), float(IS_mean))
   if FID == FID:  # not NaN
     state_dict['best_FID'] = min(float(state_dict['best_FID']), FID)

@@ -37,9 +37,10 @@ from errors import UserError  # noqa: E402
 try:
   import torch  # noqa: E402
   import checkpoints  # noqa: E402
+  import config as configuration  # noqa: E402
   import distributed  # noqa: E402
   import layers  # noqa: E402
-  import utils  # noqa: E402
+  import models  # noqa: E402
   STAGE2_MISSING = None
 except ImportError as e:
   STAGE2_MISSING = e
@@ -271,7 +272,7 @@ def read_config(dump, experiment_name=''):
   resolution = BLOCKS[kind][n_blocks]
   n_classes, shared_dim = dump['linear/w'].shape
   z_in, first = dump['Generator/%s/G_linear/w' % ('GenZ' if deep else 'G_Z')].shape
-  config = vars(utils.prepare_parser().parse_args([]))
+  config = vars(configuration.prepare_parser().parse_args([]))
   config.update(
       model='BigGANdeep' if deep else 'BigGAN', G_tfhub=deep, G_depth=2 if deep else 1,
       G_ch=first // (16 * 4 * 4), G_shared=True, shared_dim=int(shared_dim), hier=True,
@@ -286,9 +287,9 @@ def read_config(dump, experiment_name=''):
 
 
 def build_G(config):
-  model = utils.load_model_module(config['model'])
-  return model.Generator(**dict(config, G_activation=utils.activation_dict[config['G_nl']],
-                                skip_init=True, no_optim=True))
+  model = models.load_model_module(config['model'])
+  activation = configuration.activation_dict[config['G_nl']]
+  return model.Generator(**dict(config, G_activation=activation, skip_init=True, no_optim=True))
 
 
 def block_scope(index):
@@ -578,11 +579,11 @@ def main(argv=None):
     raise UserError('--batch_size must be at least 1 (got %d)' % args.batch_size)
   if not args.dump_only:  # fail now, not after converting
     need_stage2()
-    utils.check_writable_folder(args.weights_root, '--weights_root %s' % args.weights_root,
-                                '--weights_root')
+    configuration.check_writable_folder(
+        args.weights_root, '--weights_root %s' % args.weights_root, '--weights_root')
     if args.generate_samples:
-      utils.check_writable_folder(args.samples_dir, '--samples_dir %s' % args.samples_dir,
-                                  '--samples_dir')
+      configuration.check_writable_folder(
+          args.samples_dir, '--samples_dir %s' % args.samples_dir, '--samples_dir')
   for name, module_path, hdf5_path in jobs(args):
     if args.redownload or not os.path.exists(hdf5_path):
       if not name:

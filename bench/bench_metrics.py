@@ -20,8 +20,8 @@ difference between their values.
 
 Part 3 runs evaluate.py on --evaluate_images Shapes images against as many others (two .npz
 files, the TF network with random weights, all metrics) and prints its wall time, first run
-(REF's pass and cache) and second (REF cached). Inception dominates: about 0.1 s per image on
-2 cores.
+(REF's pass and cache) and second (REF cached). Inception dominates: 0.56-0.59 s per image on
+the 2-core AMD EPYC at a load average of about 4 (2026-12-07, 500 vs 500).
 
 Usage:
   python bench/bench_metrics.py                          # all parts
@@ -219,15 +219,13 @@ def part3(count):
   import datasets
   print('Part 3: evaluate.py, %d Shapes images vs %d others (TF network, random weights)'
         % (count, count))
-  sys.path.insert(0, os.path.join(ROOT, 'tests'))
-  from test_inception_utils import _random_weights
   with tempfile.TemporaryDirectory() as tmp:
     shapes = datasets.Shapes(32, num_images=2 * count)
     for name, part in (('source', range(count)), ('ref', range(count, 2 * count))):
       np.savez(os.path.join(tmp, name + '.npz'), x=np.stack([shapes.read(i)[0] for i in part]),
                y=shapes.labels[list(part)])
     weights = os.path.join(tmp, 'tf.pth')
-    _random_weights('tf', weights)
+    inception_utils.save_random_weights('tf', weights)
     argv = [sys.executable, os.path.join(ROOT, 'evaluate.py'), os.path.join(tmp, 'source.npz'),
             '--ref', os.path.join(tmp, 'ref.npz'), '--metrics', ','.join(NAMES),
             '--inception_net', 'tf', '--inception_weights', weights, '--num_workers', '0',

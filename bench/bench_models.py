@@ -24,7 +24,7 @@ import torch
 import devices  # puts the project root on sys.path
 
 import BigGAN  # noqa: E402
-import utils  # noqa: E402
+import config as configuration  # noqa: E402
 from biggan_reference import Ref  # noqa: E402
 
 CONFIGS = {
@@ -75,7 +75,8 @@ def main():
       ' %9s %9s' % ('ours MiB', 'naive MiB') if memory else ''))
   for label, (flags, res, n_classes, batch, g_args, d_args) in CONFIGS.items():
     torch.manual_seed(0)
-    config = utils.prepare_config(vars(utils.prepare_parser().parse_args(shlex.split(flags))))
+    args = configuration.prepare_parser().parse_args(shlex.split(flags))
+    config = configuration.prepare_config(vars(args))
     assert (config['resolution'], config['n_classes']) == (res, n_classes)
     G, D = BigGAN.Generator(**config).to(device), BigGAN.Discriminator(**config).to(device)
     z, y = torch.randn(batch, G.dim_z), torch.randint(0, n_classes, (batch,))

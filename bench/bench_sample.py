@@ -27,9 +27,10 @@ import torch
 import devices  # puts the project root on sys.path
 
 import checkpoints  # noqa: E402
+import config as configuration  # noqa: E402
+import models  # noqa: E402
 import sample  # noqa: E402
 import sampling  # noqa: E402
-import utils  # noqa: E402
 
 CONFIGS = {  # label: (flags, default number of images)
     'CIFAR (32 px, ch 64, bs 50)': ('--dataset C10 --G_attn 0 --G_init N02 --batch_size 50', 400),
@@ -40,9 +41,10 @@ CONFIGS = {  # label: (flags, default number of images)
 
 def write_weights(flags, weights_root):
   """Random weights of the config as a weights folder; returns the experiment name."""
-  config = utils.prepare_config(vars(sample.prepare_parser().parse_args(shlex.split(flags))))
-  G = utils.load_model_module(config['model']).Generator(**{**config, 'no_optim': True})
-  exp = utils.name_from_config(config)
+  args = sample.prepare_parser().parse_args(shlex.split(flags))
+  config = configuration.prepare_config(vars(args))
+  G = models.load_model_module(config['model']).Generator(**{**config, 'no_optim': True})
+  exp = configuration.name_from_config(config)
   os.makedirs(os.path.join(weights_root, exp), exist_ok=True)
   torch.save(G.state_dict(), checkpoints.file_path(os.path.join(weights_root, exp), 'G'))
   torch.save(checkpoints.plain_state({'itr': 0, 'config': config}),
@@ -52,11 +54,13 @@ def write_weights(flags, weights_root):
 
 def naive(flags, num_images, path, device):
   """The original sample.py --sample_npz, on the same G and random streams as sample.py."""
-  config = utils.prepare_config(vars(sample.prepare_parser().parse_args(shlex.split(flags))))
+  args = sample.prepare_parser().parse_args(shlex.split(flags))
+  config = configuration.prepare_config(vars(args))
   config['skip_init'], config['no_optim'] = True, True
-  utils.seed_rng(config['seed'])
-  G = utils.load_model_module(config['model']).Generator(**config).to(device)
-  checkpoints.load_weights(G, None, {}, config['weights_root'], utils.name_from_config(config),
+  checkpoints.seed_rng(config['seed'])
+  G = models.load_model_module(config['model']).Generator(**config).to(device)
+  checkpoints.load_weights(G, None, {}, config['weights_root'],
+                           configuration.name_from_config(config),
                            None, strict=False, load_optim=False)
   batch_size = max(config['G_batch_size'], config['batch_size'])
   z_, y_ = sampling.prepare_z_y(batch_size, G.dim_z, config['n_classes'], device=device)

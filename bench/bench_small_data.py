@@ -45,6 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'bench'))
 
+import config as configuration  # noqa: E402
 import datasets  # noqa: E402
 import inception_utils  # noqa: E402
 import metrics  # noqa: E402
@@ -52,7 +53,6 @@ import patterns  # noqa: E402
 import shapes_classifier  # noqa: E402
 import train  # noqa: E402
 import train_fns  # noqa: E402
-import utils  # noqa: E402
 
 ORIGINAL = ('--shuffle --batch_size 32 --num_D_steps 2 --num_workers 1 --G_ch 16 --D_ch 16 '
             '--G_attn 0 --D_attn 0 --G_shared --shared_dim 32 --dim_z 64 --G_lr 2e-4 --D_lr 2e-4 '
@@ -174,7 +174,7 @@ def run_recipe(folder, resolution, flags, points, by_minutes, reference, workdir
   control = ['--dataset', folder, '--resolution', str(resolution), '--base_root', workdir,
              '--experiment_name', 'run', '--seed', str(seed), '--num_iters', '10000000',
              '--num_epochs', '1000000', '--save_every', '100000000', '--test_every', '100000000']
-  config = vars(utils.prepare_parser().parse_args(shlex.split(flags) + control))
+  config = vars(configuration.prepare_parser().parse_args(shlex.split(flags) + control))
   rows, pending = [], list(points)
   clock = {'start': time.time(), 'paused': 0.0}
   make = train_fns.GAN_training_function

@@ -18,8 +18,8 @@ Configs (--configs):
          one micro-batch of --i128_batch (0: on CUDA the largest of 256, 128, ... that fits beside
          every column's weights; on the CPU 2)
 
-Reference ("original"): the same G and D with the fast paths off (layers.fold_resampling and
-layers.cpu_channels_last False: the original's op sequence in NCHW), eager fp32, driven by a step
+Reference ("original"): the same G and D with the fast paths off (config keys fold_resampling and
+cpu_channels_last False: the original's op sequence in NCHW), eager fp32, driven by a step
 written like the original train_fns.train: Adam with PyTorch's default implementation (what the
 original's optimizers get), a per-tensor EMA loop and float(loss.item()) for every loss each
 iteration (its host synchronisations).
@@ -79,11 +79,10 @@ from torch.utils.flop_counter import FlopCounterMode
 import devices  # puts the project root on sys.path
 
 import BigGAN  # noqa: E402
-import layers  # noqa: E402
+import config as configuration  # noqa: E402
 import losses  # noqa: E402
 import sampling  # noqa: E402
 import train_fns  # noqa: E402
-import utils  # noqa: E402
 
 ROOT = devices.ROOT
 COLUMNS = {
@@ -122,7 +121,8 @@ class Spec(object):
 
 
 def make_config(flags, args=None):
-  return utils.prepare_config(vars(utils.prepare_parser().parse_args(flags.split())))
+  args = configuration.prepare_parser().parse_args(flags.split())
+  return configuration.prepare_config(vars(args))
 
 
 def original_step(G, D, GD, z_, y_, ema, state_dict, config):
@@ -134,8 +134,8 @@ def original_step(G, D, GD, z_, y_, ema, state_dict, config):
     G.optim.zero_grad()
     D.optim.zero_grad()
     x, y = torch.split(x, bs), torch.split(y, bs)
-    utils.toggle_grad(D, True)
-    utils.toggle_grad(G, False)
+    train_fns.toggle_grad(D, True)
+    train_fns.toggle_grad(G, False)
     for step in range(config['num_D_steps']):
       D.optim.zero_grad()
       z_.sample_()
@@ -144,8 +144,8 @@ def original_step(G, D, GD, z_, y_, ema, state_dict, config):
       D_loss_real, D_loss_fake = losses.loss_hinge_dis(D_fake, D_real)
       (D_loss_real + D_loss_fake).backward()
       D.optim.step()
-    utils.toggle_grad(D, False)
-    utils.toggle_grad(G, True)
+    train_fns.toggle_grad(D, False)
+    train_fns.toggle_grad(G, True)
     G.optim.zero_grad()
     z_.sample_()
     y_.sample_()
@@ -174,6 +174,8 @@ class Column(object):
     self.name, self.reference, self.device = name, name == 'original', args.device
     self.dtype = devices.dtype_of(flags)
     self.config = config = make_config(spec.flags(flags))
+    if self.reference:  # the original's op sequence (layers.py's fast paths off)
+      config.update(fold_resampling=False, cpu_channels_last=False)
     self.resolution, self.n_classes = config['resolution'], config['n_classes']
     torch.manual_seed(args.seed)
     with torch.device(self.device):  # initialised where they run (I128's init is slow on a CPU)
@@ -181,7 +183,7 @@ class Column(object):
       D = BigGAN.Discriminator(**config)
       G_ema = BigGAN.Generator(**{**config, 'skip_init': True, 'no_optim': True})
     train_fns.apply_speed_options(config, G, D, G_ema)
-    self.ema = utils.ema(G, G_ema, config['ema_decay'], config['ema_start'])
+    self.ema = train_fns.ema(G, G_ema, config['ema_decay'], config['ema_start'])
     self.channels_last = config['channels_last']
     self.GD = BigGAN.G_D(G, D)
     self.state_dict = {'itr': 0}
@@ -206,7 +208,6 @@ class Column(object):
     return tensor_mib(tensors)
 
   def step(self, x, y):
-    layers.fold_resampling = layers.cpu_channels_last = not self.reference
     if self.channels_last:
       x = x.contiguous(memory_format=torch.channels_last)
     start, cpu = devices.clock(self.device), time.process_time()

@@ -1,4 +1,5 @@
-"""Training speed against the REAL original BigGAN-PyTorch: its code and ours, side by side in one run.
+"""Training speed against the REAL original BigGAN-PyTorch: its code and ours, side by side in one
+run.
 
     python bench/bench_vs_original.py --original /path/to/BigGAN-PyTorch-checkout
     python bench/bench_vs_original.py --original /path/to/BigGAN-PyTorch-checkout \\

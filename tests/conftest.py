@@ -1,5 +1,7 @@
 """Shared test setup: the repository root on sys.path, CPU only, few threads."""
+import multiprocessing
 import os
+import shlex
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -8,6 +10,10 @@ if ROOT not in sys.path:
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+import config as configuration  # noqa: E402
+import inception_utils  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -19,15 +25,20 @@ def repo_root():
 
 def make_config(flags='', resolution=32, n_classes=10, **overrides):
   """A model config as train.py builds it: parsed flags + resolution, n_classes, activations."""
-  import shlex
-  import torch.nn as nn
-  import utils
-  parser = utils.add_sample_parser(utils.prepare_parser())
+  parser = configuration.add_sample_parser(configuration.prepare_parser())
   config = vars(parser.parse_args(shlex.split(flags)))
   config.update(resolution=resolution, n_classes=n_classes,
                 G_activation=nn.ReLU(inplace=False), D_activation=nn.ReLU(inplace=False))
   config.update(overrides)
   return config
+
+
+@pytest.fixture(scope='module')
+def inception_weights(tmp_path_factory):
+  """A torchvision Inception weights file with random weights, for --inception_weights offline."""
+  path = str(tmp_path_factory.mktemp('inception') / 'torchvision.pth')
+  inception_utils.save_random_weights('torchvision', path)
+  return path
 
 
 @pytest.fixture
@@ -41,7 +52,6 @@ def one_thread():
 
 def fork_ranks(target, args=(), world=2, timeout=60):
   """target(rank, *args) in `world` forked processes (gloo tests), all of which must exit 0."""
-  import multiprocessing
   context = multiprocessing.get_context('fork')
   procs = [context.Process(target=target, args=(rank,) + tuple(args)) for rank in range(world)]
   for p in procs:

@@ -383,21 +383,6 @@ def test_a_resumed_run_with_all_options_is_bit_exact_after_a_stop_and_after_sigk
   assert_same_run(tmp_path / 'a', tmp_path / 'c', exp)
 
 
-def test_small_data_flags_are_checked():
-  import utils
-  for flags, message in [('--DiffAugment crop', 'unknown op crop'),
-                         ('--ada_target 1.5', '--ada_target must be in'),
-                         ('--ada_interval 0', '--ada_interval must be'),
-                         ('--LeCam -1', '--LeCam must not be negative'),
-                         ('--LeCam_decay 1', '--LeCam_decay must be in')]:
-    with pytest.raises(UserError, match=message):
-      utils.check_config(make_config(flags))
-  default = make_config('')
-  assert utils.name_from_config(default) == utils.name_from_config(
-      {k: v for k, v in default.items() if 'ada' not in k and 'LeCam' not in k
-       and k != 'DiffAugment'})
-
-
 def test_plot_training_gives_ada_p_its_own_panel(tmp_path):
   from logs import plot_training
   from test_logs import image, write_metric_log, write_run

@@ -21,13 +21,13 @@ import torch
 from PIL import Image
 
 import calculate_inception_moments
+import config as configuration
 import datasets
 import errors
 import inception_utils
 import make_hdf5
 import sample
 import train
-import utils
 from test_tfhub import write_dump
 from TFHub import converter
 
@@ -78,8 +78,8 @@ def world(tmp_path_factory):
   # A good training run and a good sample.py run: weights, logs, samples, samples.npz.
   run_argv = shlex.split('%s --num_iters 2 --save_every 2 --base_root %s' % (FLAGS, w['run']))
   train.main(run_argv)
-  w['exp'] = utils.name_from_config(utils.prepare_config(vars(
-      utils.prepare_parser().parse_args(run_argv))))
+  w['exp'] = configuration.name_from_config(configuration.prepare_config(vars(
+      configuration.prepare_parser().parse_args(run_argv))))
   sample.main(shlex.split('%s --base_root %s --sample_npz --sample_num_npz 8' % (FLAGS, w['run'])))
   w['npz'] = os.path.join(w['run'], 'samples', w['exp'], 'samples.npz')
   weights = os.path.join(w['run'], 'weights', w['exp'])
@@ -498,15 +498,15 @@ def test_flags_that_do_nothing_say_so(world, capsys):
   assert err.count('\n') == 1 and err.startswith(
       'warning: no sampling mode was given, so sample.py only loads G; add one or more of '
       '--sample_npz, --sample_sheets, --sample_interps, --sample_random, ')
-  config = vars(utils.prepare_parser().parse_args(case_argv(
+  config = vars(configuration.prepare_parser().parse_args(case_argv(
       world, 'train', '{roots} --resume --finetune_from elsewhere')))
-  utils.prepare_config(config, training=True)
+  configuration.prepare_config(config, training=True)
   assert ('Notice: --finetune_from elsewhere is not used with --resume: this run continues from '
           'its own checkpoint') in capsys.readouterr().out
   # Attention where G has no block: refused for a new run (a case above), said on --resume.
-  config = vars(utils.prepare_parser().parse_args(case_argv(world, 'train',
+  config = vars(configuration.prepare_parser().parse_args(case_argv(world, 'train',
                                                             '--G_attn 64 --resume')))
-  utils.prepare_config(config, training=True)
+  configuration.prepare_config(config, training=True)
   assert capsys.readouterr().err.startswith('warning: --G_attn 64: G at 32 px has no block at 64 '
                                             'px, so that attention would not exist')
   check_untouched(before, snapshot(world['root']))

@@ -1,17 +1,23 @@
 """The flag parser: every original flag with its dest and default, the original launch scripts,
 experiment names."""
 import glob
+import json
 import os
 import re
 import shlex
 
 import pytest
 
+import config as configuration
+import models
 import utils
+from conftest import make_config
+from errors import UserError
 
 # name: (dest, default) of all 98 flags of the original prepare_parser() + add_sample_parser().
 ORIGINAL_FLAGS = {
-    'dataset': 'I128_hdf5', 'augment': False, 'num_workers': 8, 'no_pin_memory': ('pin_memory', True),
+    'dataset': 'I128_hdf5', 'augment': False, 'num_workers': 8,
+    'no_pin_memory': ('pin_memory', True),
     'shuffle': False, 'load_in_mem': False, 'use_multiepoch_sampler': False,
     'model': 'BigGAN', 'G_param': 'SN', 'D_param': 'SN', 'G_ch': 64, 'D_ch': 64, 'G_depth': 1,
     'D_depth': 1, 'D_thin': ('D_wide', True), 'G_shared': False, 'shared_dim': 0, 'dim_z': 128,
@@ -132,3 +138,125 @@ def test_ddp_launchers_keep_the_2048_mega_batch(repo_root):
     config = vars(parser().parse_args(commands[script]))
     for accumulations in ['num_D_accumulations', 'num_G_accumulations']:
       assert config['batch_size'] * config[accumulations] * world == 2048, script
+
+
+# ---------------------------------------------------------------------------------------------
+# config.py: the table against the one recorded before it moved out of utils.py
+# ---------------------------------------------------------------------------------------------
+
+# Every action of both parsers, vars(parse_args([])) and the launchers' experiment names, as the
+# flag table gave them before config.py existed: choices= and help texts may change, and "(new)"
+# flags may be added, nothing else.
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden_flags.json')
+
+
+def flag_table(parser):
+  return [{'options': list(a.option_strings), 'dest': a.dest, 'default': repr(a.default),
+           'action': type(a).__name__, 'nargs': repr(a.nargs), 'const': repr(a.const),
+           'type': getattr(a.type, '__name__', repr(a.type))} for a in parser._actions]
+
+
+def test_flags_defaults_order_and_names_are_the_recorded_ones(repo_root):
+  with open(GOLDEN) as f:
+    golden = json.load(f)
+  for built, recorded in ((configuration.prepare_parser(), golden['train_flags']),
+                          (parser(), golden['sample_flags'])):
+    table = flag_table(built)
+    old = [row for row in table if row['options'] in [r['options'] for r in recorded]]
+    assert old == recorded  # in the same order; flags added later are new ones:
+    added = [a for a, row in zip(built._actions, table) if row not in recorded]
+    assert all(a.help.startswith('(new)') for a in added), [a.dest for a in added]
+  defaults = vars(configuration.prepare_parser().parse_args([]))
+  assert {k: repr(defaults[k]) for k in golden['train_defaults']} == golden['train_defaults']
+  # The launchers' command lines as recorded (scripts/ may be retuned since): same names.
+  names = [[script, argv, configuration.name_from_config(vars(parser().parse_args(argv)))]
+           for script, argv, _ in golden['names']]
+  assert names == golden['names']
+  assert {script for script, _, _ in golden['names']} <= {s for s, _ in launch_commands(repo_root)}
+
+
+def test_help_shows_every_default_once(repo_root):
+  formatter = configuration.HelpFormatter('x')
+  for action in parser()._actions:
+    if action.option_strings and action.dest != 'help':
+      text = formatter._get_help_string(action)
+      assert text.count('(default:') == 1, action.dest
+      if '%(default)s' in text:
+        assert repr(action.default) not in ('None', "''"), action.dest
+  shown = parser().format_help()
+  assert '(default: 0.9999)' in shown and '(default: I128_hdf5)' in shown
+  assert '(default: off)' in shown and '(default: none)' in shown
+  with open(os.path.join(repo_root, 'config.py')) as f:
+    assert '%(default)' not in f.read().replace("' (default: %(default)s)'", '')
+
+
+def test_help_texts_carry_no_measurements():
+  """Measured numbers go stale in help texts: they live in README.md and bench docstrings."""
+  for action in parser()._actions:
+    assert not re.search(r'\d+(\.\d+)?x (faster|slower)|\d+%', action.help or ''), action.dest
+
+
+def test_choices_come_from_the_registries():
+  actions = {a.dest: a for a in parser()._actions}
+  import inception_utils
+  import layers
+  import losses
+  import sampling
+  assert list(actions['G_init'].choices) == list(layers.INIT_STYLES)
+  assert list(actions['loss'].choices) == list(losses.LOSSES)
+  assert list(actions['G_nl'].choices) == list(configuration.activation_dict)
+  assert list(actions['inception_net'].choices) == list(inception_utils.NETWORKS)
+  assert list(actions['truncation_mode'].choices) == list(sampling.TRUNCATION_MODES)
+  for family in models.FAMILIES:
+    assert family in actions['model'].help
+  with pytest.raises(UserError, match="argument --D_init: invalid choice: 'kaiming'"):
+    parser().parse_args(['--D_init', 'kaiming'])
+
+
+@pytest.mark.parametrize('overrides,message', [
+    ({'D_init': 'kaiming'}, '--D_init kaiming is unknown; use one of ortho, N02'),
+    ({'norm_style': 'batch'}, '--norm_style batch is unknown'),
+    ({'hier': True}, '--hier concatenates z chunks to the shared embedding: add --G_shared'),
+    ({'model': 'BigGANdeep', 'G_tfhub': True, 'mybn': True}, '--G_tfhub keeps TF-Hub'),
+    ({'which_train_fn': 'nope'}, '--which_train_fn nope is unknown; use GAN, dummy'),
+    ({'pbar': 'bar'}, '--pbar must be mine or tqdm'),
+    ({'G_B2': 1.0}, '--G_B2 is an Adam beta'),
+])
+def test_model_and_training_options_are_checked(overrides, message):
+  """Stored configs and users' dicts bypass the parser's choices: check_config refuses them."""
+  with pytest.raises(UserError, match=message):
+    configuration.check_config(make_config('', **overrides))
+
+
+@pytest.mark.parametrize('overrides,message', [
+    ({'which_best': 'KID'}, '--which_best KID needs KID_mean among --metrics'),
+    ({'which_best': 'FOO'}, '--which_best FOO is not a metric'),
+    ({'which_best': 'FID', 'no_fid': True}, '--which_best FID needs FID: drop --no_fid'),
+    ({'kid_subset_size': 1}, '--kid_subset_size must be at least 2'),
+])
+def test_metric_flags_are_checked(overrides, message):
+  with pytest.raises(UserError, match=message):
+    configuration.check_metrics({'metrics': 'IS,FID', 'no_fid': False, 'which_best': 'IS',
+                                 **overrides})
+
+
+def test_small_data_flags_are_checked():
+  for flags, message in [('--DiffAugment crop', 'unknown op crop'),
+                         ('--ada_target 1.5', '--ada_target must be in'),
+                         ('--ada_interval 0', '--ada_interval must be'),
+                         ('--LeCam -1', '--LeCam must not be negative'),
+                         ('--LeCam_decay 1', '--LeCam_decay must be in')]:
+    with pytest.raises(UserError, match=message):
+      configuration.check_config(make_config(flags))
+  default = make_config('')
+  assert configuration.name_from_config(default) == configuration.name_from_config(
+      {k: v for k, v in default.items() if 'ada' not in k and 'LeCam' not in k
+       and k != 'DiffAugment'})
+
+
+def test_truncation_values_do_not_drift():
+  assert configuration.truncation_values('0.3_0.1_0.6') == [0.3, 0.4, 0.5, 0.6]
+  assert len(configuration.truncation_values('0.05_0.05_1.0')) == 20
+  assert configuration.truncation_values('1_1_1') == [1.0]
+  with pytest.raises(UserError, match='at most 1000'):
+    configuration.truncation_values('0_0.001_2')

@@ -18,7 +18,6 @@ import checkpoints
 import evaluate
 import sample
 import train
-from test_inception_utils import _random_weights
 from test_train_metrics import write_moments
 
 pytestmark = [pytest.mark.cuda,
@@ -48,13 +47,6 @@ def weights(root, suffix=None):
 def losses(root, name='G_loss'):
   with open('%s/logs/exp/%s.log' % (root, name)) as f:
     return [float(line.split(':')[1]) for line in f]
-
-
-@pytest.fixture(scope='module')
-def inception_weights(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp('inception') / 'torchvision.pth')
-  _random_weights('torchvision', path)
-  return path
 
 
 @pytest.fixture(scope='module')

@@ -265,7 +265,7 @@ def test_cifar_from_local_files(tmp_path):
   # Augment: zero padding of 4, a random 32 px crop, a random flip (as the original).
   data = datasets.open_dataset('C10', str(tmp_path), augment=True)
   padded = np.pad(images[0], ((0, 0), (4, 4), (4, 4)))
-  windows = [datasets.to_float(padded[:, t:t + 32, l:l + 32]) for t in range(9) for l in range(9)]
+  windows = [datasets.to_float(padded[:, t:t + 32, s:s + 32]) for t in range(9) for s in range(9)]
   for draw in range(10):
     x, _ = data[(0, (0, draw))]
     assert any(torch.equal(x, w) or torch.equal(x, w.flip(-1)) for w in windows)

@@ -285,15 +285,7 @@ def test_resize_policies():
   assert all(iu.resize_images(big, p) is big for p in iu.RESIZE_POLICIES)
 
 
-def _random_weights(network, path, seed=0):
-  """Random weights that keep activations O(1) through the network (defaults vanish)."""
-  torch.manual_seed(seed)
-  net = iu._build(network)
-  for m in net.modules():
-    if isinstance(m, torch.nn.Conv2d):
-      torch.nn.init.kaiming_normal_(m.weight)
-  torch.save(net.state_dict(), path)
-  return net.eval()
+_random_weights = iu.save_random_weights  # the name the other test files import
 
 
 def _pytorch_fid_layout():

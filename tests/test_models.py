@@ -1,5 +1,6 @@
-"""Model core: checkpoint compatibility with the original (keys, shapes, parameter order, counts),
-the original's equations (written out independently here), spectral norm, and behaviour."""
+"""The model families (models.py, BigGAN.py, BigGANdeep.py): checkpoint compatibility with the
+original (keys, shapes, parameter order, counts), the original's equations (written out
+independently here), and behaviour. Their layers: tests/test_layers.py."""
 import copy
 import os
 import re
@@ -10,8 +11,6 @@ import torch
 
 import BigGAN
 import BigGANdeep
-import layers
-import losses
 from conftest import ROOT, make_config
 
 sys.path.insert(0, os.path.join(ROOT, 'bench'))  # the functional oracle, shared with the benches
@@ -64,7 +63,8 @@ def test_released_parameter_order_and_shapes():
     expected += [b + 'bn1.gain.weight', b + 'bn1.bias.weight', b + 'bn2.gain.weight',
                  b + 'bn2.bias.weight']
     if i == 3:  # attention at 64 px, after the block whose output is 64 x 64
-      expected += ['blocks.3.1.gamma'] + [('blocks.3.1.%s.weight' % k) for k in 'theta phi g o'.split()]
+      expected += ['blocks.3.1.gamma'] + [('blocks.3.1.%s.weight' % k)
+                                          for k in 'theta phi g o'.split()]
   expected += ['output_layer.0.gain', 'output_layer.0.bias'] + sn('output_layer.2')
   assert [name for name, _ in G.named_parameters()] == expected
 
@@ -73,7 +73,8 @@ def test_released_parameter_order_and_shapes():
     b = 'blocks.%d.0.' % i
     expected += sn(b + 'conv1') + sn(b + 'conv2') + (sn(b + 'conv_sc') if i < 5 else [])
     if i == 0:
-      expected += ['blocks.0.1.gamma'] + [('blocks.0.1.%s.weight' % k) for k in 'theta phi g o'.split()]
+      expected += ['blocks.0.1.gamma'] + [('blocks.0.1.%s.weight' % k)
+                                          for k in 'theta phi g o'.split()]
   expected += sn('linear') + ['embed.weight']
   assert [name for name, _ in D.named_parameters()] == expected
 
@@ -484,7 +485,6 @@ def test_same_seed_same_weights():
   assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-
 @pytest.mark.parametrize('module,flags,res', [
     (BigGAN, TINY, 32), (BigGAN, '--G_ch 4 --D_ch 4 --G_attn 32 --D_attn 32', 64),
     (BigGANdeep, '--G_ch 8 --D_ch 8 --G_attn 32 --D_attn 32 --G_depth 2 --D_depth 3', 64)])
@@ -505,103 +505,8 @@ def test_modules_are_created_in_module_order(module, flags, res, monkeypatch):
     del created[:len(order)]
 
 # ---------------------------------------------------------------------------------------------
-# Spectral norm against torch.linalg
-# ---------------------------------------------------------------------------------------------
-
-
-def test_spectral_norm_converges_to_matrix_norm():
-  torch.manual_seed(0)
-  layer = layers.SNLinear(30, 20, num_svs=3, num_itrs=20, eps=1e-12)
-  with torch.no_grad():
-    layer.weight.copy_(torch.randn(20, 30) * torch.linspace(0.2, 3.0, 30))
-  for _ in range(10):
-    layer(torch.randn(2, 30))
-  reference = torch.linalg.svdvals(layer.weight.detach())
-  svs = torch.cat([sv for sv in layer.sv])
-  torch.testing.assert_close(svs, reference[:3], rtol=1e-4, atol=0)
-  assert torch.linalg.matrix_norm(layer.weight.detach(), 2) == pytest.approx(float(svs[0]), 1e-4)
-  # The normalised weight has spectral norm 1.
-  assert torch.linalg.matrix_norm(layer.W_().detach(), 2).item() == pytest.approx(1.0, abs=1e-4)
-
-
-def test_spectral_norm_conv_and_embedding_shapes_and_eval():
-  torch.manual_seed(0)
-  conv = layers.SNConv2d(4, 6, kernel_size=3, padding=1)
-  emb = layers.SNEmbedding(7, 5)
-  assert conv.u0.shape == (1, 6) and emb.u0.shape == (1, 7)
-  for _ in range(200):
-    conv(torch.randn(1, 4, 5, 5))
-    emb(torch.tensor([1]))
-  W = conv.weight.detach().reshape(6, -1)
-  assert conv.sv0.item() == pytest.approx(torch.linalg.matrix_norm(W, 2).item(), rel=1e-4)
-  assert emb.sv0.item() == pytest.approx(
-      torch.linalg.matrix_norm(emb.weight.detach(), 2).item(), rel=1e-4)
-  conv.eval()
-  before = conv.u0.clone()
-  conv(torch.randn(1, 4, 5, 5))
-  assert torch.equal(conv.u0, before)
-
-
-# ---------------------------------------------------------------------------------------------
 # Behaviour
 # ---------------------------------------------------------------------------------------------
-
-
-def test_attention_starts_as_identity_and_attends():
-  torch.manual_seed(0)
-  attn = layers.Attention(16)
-  x = torch.randn(2, 16, 8, 8)
-  assert torch.equal(attn(x), x)
-  with torch.no_grad():
-    attn.gamma.fill_(1.0)
-  out = attn(x)
-  assert out.shape == x.shape and not torch.allclose(out, x)
-  # Each output position mixes the pooled values of the whole image: changing one corner of x
-  # changes the output far away from it.
-  x2 = x.clone()
-  x2[:, :, 0, 0] += 5
-  assert not torch.allclose(attn(x2)[:, :, 7, 7], out[:, :, 7, 7])
-
-
-@pytest.mark.parametrize('dtype,layout', [(torch.float64, torch.contiguous_format),
-                                          (torch.float32, torch.contiguous_format),
-                                          (torch.float32, torch.channels_last)])
-def test_attention_equals_the_plain_formula_with_gradients(dtype, layout):
-  # The layer zero-pads theta and phi for the fused kernel; the scores, outputs and gradients
-  # must still be those of softmax(theta^T phi) written out.
-  torch.manual_seed(0)
-  attn = layers.Attention(32).to(dtype)
-  with torch.no_grad():
-    attn.gamma.fill_(0.7)
-  attn.eval()  # SN leaves u alone: both sides normalise by the same estimate
-  x = torch.randn(2, 32, 8, 8, dtype=dtype).contiguous(memory_format=layout).requires_grad_()
-  names = ['theta.weight', 'phi.weight', 'g.weight', 'o.weight', 'gamma']
-  sd = {'a.' + k: v.clone().requires_grad_(k in names) for k, v in attn.state_dict().items()}
-  out, expected = attn(x), Ref(sd, False, 1e-12, 1e-5).attention('a', x)
-  tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
-  torch.testing.assert_close(out, expected, **tol)
-  assert out.is_contiguous(memory_format=layout)
-  weight = torch.randn_like(out)
-  params = dict(attn.named_parameters())
-  grads = torch.autograd.grad((out * weight).sum(), [x] + [params[n] for n in names])
-  expected_grads = torch.autograd.grad((expected * weight).sum(),
-                                       [x] + [sd['a.' + n] for n in names])
-  for name, got, want in zip(['x'] + names, grads, expected_grads):
-    assert want.abs().sum() > 0, name
-    torch.testing.assert_close(got, want, **tol, msg=lambda m: '%s: %s' % (name, m))
-
-
-@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
-def test_attention_runs_the_fused_kernel_on_cpu(layout):
-  # Unequal head sizes or strided channels send SDPA to its math path, which stores the whole
-  # attention map.
-  x = torch.randn(1, 32, 8, 8).contiguous(memory_format=layout).requires_grad_()
-  attn = layers.Attention(32)
-  with torch.profiler.profile() as prof:
-    attn(x).sum().backward()
-  names = {e.key for e in prof.key_averages()}
-  assert any('flash_attention' in n for n in names), sorted(n for n in names if 'attention' in n)
-  assert not any('attention_math' in n for n in names)
 
 
 @pytest.mark.parametrize('res,dim_z,slots,chunk', [(128, 120, 6, 20), (256, 140, 7, 20),
@@ -636,70 +541,6 @@ def test_shared_embedding_and_output_range():
   assert e.shape == (3, 12) and torch.equal(e[0], e[1]) and not torch.equal(e[0], e[2])
   out = G(torch.randn(3, G.dim_z) * 10, e)
   assert out.min() >= -1 and out.max() <= 1
-
-
-@pytest.mark.parametrize('style', ['bn', 'in', 'ln', 'gn', 'gn_grp_4', 'gn_ch_2', 'nonorm'])
-def test_ccbn_norm_styles(style):
-  torch.manual_seed(0)
-  bn = layers.ccbn(16, 10, torch.nn.Embedding, norm_style=style)
-  x, y = torch.randn(4, 16, 6, 6) * 3 + 1, torch.tensor([0, 1, 2, 3])
-  out = bn(x, y)
-  gain = (1 + bn.gain(y))[:, :, None, None]
-  bias = bn.bias(y)[:, :, None, None]
-  normalised = (out - bias) / gain
-  groups = {'bn': None, 'in': 16, 'ln': 1, 'gn': 16, 'gn_grp_4': 4, 'gn_ch_2': 8,
-            'nonorm': 0}[style]
-  if groups == 0:
-    expected = x
-  elif groups is None:
-    expected = (x - x.mean([0, 2, 3], keepdim=True)) / torch.sqrt(
-        x.var([0, 2, 3], unbiased=False, keepdim=True) + 1e-5)
-  else:
-    g = x.reshape(4, groups, -1)
-    expected = ((g - g.mean(-1, keepdim=True)) / torch.sqrt(
-        g.var(-1, unbiased=False, keepdim=True) + 1e-5)).reshape(x.shape)
-  torch.testing.assert_close(normalised, expected, rtol=1e-4, atol=1e-4)
-
-
-def test_cross_replica_is_plain_bn_in_one_process():
-  torch.manual_seed(0)
-  plain = layers.ccbn(8, 4, torch.nn.Embedding)
-  cross = layers.ccbn(8, 4, torch.nn.Embedding, cross_replica=True)
-  cross.load_state_dict({k: v for k, v in plain.state_dict().items() if 'stored' not in k},
-                        strict=False)
-  x, y = torch.randn(5, 8, 4, 4), torch.tensor([0, 1, 2, 3, 0])
-  torch.testing.assert_close(cross(x, y), plain(x, y))
-  torch.testing.assert_close(cross.bn.running_mean, plain.stored_mean)
-  torch.testing.assert_close(cross.bn.running_var, plain.stored_var)
-  cross.eval()
-  plain.eval()
-  torch.testing.assert_close(cross(x, y), plain(x, y))
-
-
-def test_mybn_standing_statistics():
-  torch.manual_seed(0)
-  bn = layers.myBN(3)
-  xs = [torch.randn(4, 3, 2, 2) * (i + 1) for i in range(3)]
-  bn.reset_stats()
-  bn.accumulate_standing = True
-  for x in xs:
-    bn(x, 1, 0)
-  bn.eval()
-  mean = torch.stack([x.mean([0, 2, 3]) for x in xs]).mean(0)
-  var = torch.stack([x.var([0, 2, 3], unbiased=False) for x in xs]).mean(0)
-  x = torch.randn(2, 3, 2, 2)
-  expected = (x - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + 1e-5)
-  torch.testing.assert_close(bn(x, 1, 0), expected, rtol=1e-5, atol=1e-5)
-  # Finishing turns the sums into the averages: same eval output, and training goes on from them
-  # with momentum updates (the original kept summing).
-  bn.finish_standing()
-  assert not bn.accumulate_standing and bn.accumulation_counter.item() == 0
-  torch.testing.assert_close(bn.stored_mean, mean)
-  torch.testing.assert_close(bn(x, 1, 0), expected, rtol=1e-5, atol=1e-5)
-  bn.train()
-  bn(xs[0], 1, 0)
-  torch.testing.assert_close(bn.stored_mean, 0.9 * mean + 0.1 * xs[0].mean([0, 2, 3]))
-  assert bn.accumulation_counter.item() == 0
 
 
 def test_mybn_eval_needs_no_device_sync_and_averages_the_originals_sums(monkeypatch, one_thread):
@@ -818,9 +659,7 @@ def test_bad_model_options_are_refused():
   with pytest.raises(ValueError, match='resolution 48'):
     BigGAN.Generator(**make_config(TINY, 48))
   with pytest.raises(ValueError, match='init'):
-    BigGAN.Discriminator(**make_config(TINY + ' --D_init kaiming'))
-  with pytest.raises(ValueError, match='G_shared'):
-    BigGAN.Generator(**make_config('--hier'))
+    BigGAN.Discriminator(**make_config(TINY, D_init='kaiming'))
   with pytest.raises(ValueError, match='norm_style'):
     BigGAN.Generator(**make_config('--norm_style batch'))
 
@@ -834,20 +673,3 @@ def test_optimizers_live_in_the_models():
   G_ema = BigGAN.Generator(**{**config, 'skip_init': True, 'no_optim': True})
   assert not hasattr(G_ema, 'optim')
   G_ema.load_state_dict(copy.deepcopy(G.state_dict()))
-
-
-def test_losses():
-  fake, real = torch.tensor([[-2.0], [0.5]]), torch.tensor([[2.0], [0.2]])
-  d_real, d_fake = losses.get_losses('hinge')[0](fake, real)
-  assert d_real.item() == pytest.approx((0 + 0.8) / 2)
-  assert d_fake.item() == pytest.approx((0 + 1.5) / 2)
-  assert losses.get_losses('hinge')[1](fake).item() == pytest.approx(0.75)
-  d_real, d_fake = losses.get_losses('dcgan')[0](fake, real)
-  sig = torch.sigmoid
-  assert d_real.item() == pytest.approx(-torch.log(sig(real)).mean().item(), rel=1e-6)
-  assert d_fake.item() == pytest.approx(-torch.log(1 - sig(fake)).mean().item(), rel=1e-6)
-  assert losses.get_losses('dcgan')[1](fake).item() == pytest.approx(
-      -torch.log(sig(fake)).mean().item(), rel=1e-6)
-  assert losses.discriminator_loss is losses.loss_hinge_dis
-  with pytest.raises(ValueError):
-    losses.get_losses('wgan')

@@ -23,7 +23,6 @@ import checkpoints
 import sampling
 import train
 import train_fns
-from test_inception_utils import _random_weights
 from test_train_metrics import write_moments
 
 FLAGS = ('--dataset Shapes --resolution 32 --G_ch 4 --D_ch 4 --batch_size 4 --num_D_steps 1 '
@@ -41,13 +40,6 @@ CASES = [
     ('train-mode-G-parallel', '--parallel', ('step', 3)),
     ('eval-mode-G', '--G_eval_mode', ('sampling', 2)),
 ]
-
-
-@pytest.fixture(scope='module')
-def inception_weights(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp('inception') / 'torchvision.pth')
-  _random_weights('torchvision', path)
-  return path
 
 
 def argv(root, extra, iters):

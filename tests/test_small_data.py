@@ -15,10 +15,10 @@ import torch.nn as nn
 from PIL import Image
 
 import checkpoints
+import config as configuration
 import datasets
 import sample
 import shapes_classifier
-import utils
 from errors import UserError
 
 SHAPES = datasets.Shapes.read_class_names(None)
@@ -177,5 +177,5 @@ def test_launcher_trains_a_folder_and_stops_cleanly_on_sigterm(tmp_path, repo_ro
   sys.path.insert(0, os.path.join(repo_root, 'bench'))
   import bench_small_data
   recipe = bench_small_data.script_flags(script)
-  config = vars(utils.prepare_parser().parse_args(shlex.split(recipe)))
+  config = vars(configuration.prepare_parser().parse_args(shlex.split(recipe)))
   assert config['ema'] and config['DiffAugment'] == state['config']['DiffAugment']

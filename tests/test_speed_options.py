@@ -1,80 +1,36 @@
-"""Speed options: the folded resampling and CPU channels_last activations against the original's
-op sequence, --channels_last, --amp bf16/fp16 training steps, and --compile."""
-import contextlib
+"""Speed options: G and D with folded resampling and CPU channels_last activations against the
+original's op sequence (the ops alone: tests/test_layers.py), --channels_last, --amp bf16/fp16
+training steps, and --compile."""
 import copy
 import os
 
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import BigGAN
 import BigGANdeep
 import layers
 import sampling
 import train_fns
-import utils
 from conftest import make_config
 
 TINY = ('--G_ch 4 --D_ch 4 --G_shared --hier --dim_z 20 --shared_dim 8 --G_attn 16 --D_attn 16 '
         '--G_init N02 --D_init N02 --SN_eps 1e-6')
 
 
-@contextlib.contextmanager
-def original_ops():
-  """The original's op sequence: resampling as separate ops, NCHW activations."""
-  saved = layers.fold_resampling, layers.cpu_channels_last
-  layers.fold_resampling = layers.cpu_channels_last = False
-  try:
-    yield
-  finally:
-    layers.fold_resampling, layers.cpu_channels_last = saved
+# The config keys of the original's op sequence: resampling as separate ops, NCHW activations.
+ORIGINAL_OPS = {'fold_resampling': False, 'cpu_channels_last': False}
 
 
-CONVS = {
-    'SN 3x3': lambda: layers.SNConv2d(5, 7, kernel_size=3, padding=1),
-    'plain 3x3': lambda: nn.Conv2d(5, 7, kernel_size=3, padding=1),
-    'SN 1x1': lambda: layers.SNConv2d(5, 7, kernel_size=1, padding=0),
-    'plain 1x1 no bias': lambda: nn.Conv2d(5, 7, kernel_size=1, bias=False),
-    'dilated (not folded)': lambda: nn.Conv2d(5, 7, kernel_size=3, padding=2, dilation=2),
-}
-
-
-@pytest.mark.parametrize('kind', ['upsample', 'downsample'])
-@pytest.mark.parametrize('conv_name', list(CONVS))
-def test_folded_resampling_equals_the_separate_ops(kind, conv_name):
-  """Output and every gradient of upsample_conv / conv_downsample equal the original's two ops
-  (float64: any difference beyond rounding is a wrong tap)."""
-  torch.manual_seed(0)
-  conv = CONVS[conv_name]().double().eval()  # eval: SN leaves u alone, both runs see the same
-  x = torch.randn(2, 5, 6, 8, dtype=torch.float64, requires_grad=True)
-  pool = nn.AvgPool2d(2)
-  if kind == 'upsample':
-    run = lambda: layers.upsample_conv(layers.upsample_nearest2x, conv, x)  # noqa: E731
-    expected = conv(F.interpolate(x, scale_factor=2))
-  else:
-    run = lambda: layers.conv_downsample(conv, pool, x)  # noqa: E731
-    expected = F.avg_pool2d(conv(x), 2)
-  out = run()
-  assert out.shape == expected.shape
-  torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
-  weights = torch.randn_like(out)
-  tensors = [x] + list(conv.parameters())
-  got = torch.autograd.grad((out * weights).sum(), tensors)
-  want = torch.autograd.grad((expected * weights).sum(), tensors)
-  for a, b in zip(got, want):
-    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-  with original_ops():  # switched off: literally the separate ops
-    assert torch.equal(run(), expected)
-
-
-def test_other_resampling_is_left_alone():
-  conv = nn.Conv2d(3, 4, 3, padding=1)
-  x = torch.randn(1, 3, 8, 8)
-  assert torch.equal(layers.conv_downsample(conv, nn.MaxPool2d(2), x), F.max_pool2d(conv(x), 2))
-  assert torch.equal(layers.upsample_conv(None, conv, x), conv(x))
-  assert torch.equal(layers.conv_downsample(conv, None, x), conv(x))
+def with_original_ops(module, nets, config):
+  """Copies of (G, D) built with ORIGINAL_OPS, holding the same weights and buffers."""
+  with torch.random.fork_rng():  # the caller's random draws stay as they were
+    copies = (module.Generator(**{**config, **ORIGINAL_OPS, 'skip_init': True}),
+              module.Discriminator(**{**config, **ORIGINAL_OPS, 'skip_init': True}))
+  for copy_, net in zip(copies, nets):
+    copy_.to(next(net.parameters()).dtype).load_state_dict(net.state_dict())
+  return copies
 
 
 def forward_backward(G, D, z, y, x):
@@ -105,15 +61,15 @@ def test_fast_paths_match_the_original_ops_in_float32(module, flags):
     for m in list(G.modules()) + list(D.modules()):
       if isinstance(m, layers.Attention):
         m.gamma.fill_(0.5)  # attention on, not the identity it starts as
-  nets32 = copy.deepcopy((G, D))
+  nets32 = with_original_ops(module, (G, D), config)
   nets64 = [copy.deepcopy(n).double() for n in (G, D)]
+  slow64 = with_original_ops(module, nets64, config)
   z, y = torch.randn(4, G.dim_z), torch.randint(0, 10, (4,))
   x = torch.rand(4, 3, 32, 32) * 2 - 1
   fast = forward_backward(G, D, z, y, x)
   fast64 = forward_backward(*copy.deepcopy(nets64), z.double(), y, x.double())
-  with original_ops():
-    slow = forward_backward(*nets32, z, y, x)
-    truth = forward_backward(*nets64, z.double(), y, x.double())
+  slow = forward_backward(*nets32, z, y, x)
+  truth = forward_backward(*slow64, z.double(), y, x.double())
   assert fast['G_z'].is_contiguous()
   assert fast.keys() == slow.keys() == truth.keys()
   # Errors relative to each tensor's largest entry, or to 1% of the largest gradient of the net
@@ -144,7 +100,7 @@ def training_setup(flags, optimizer=None):
   G, D = BigGAN.Generator(**config), BigGAN.Discriminator(**config)
   G_ema = BigGAN.Generator(**{**config, 'skip_init': True, 'no_optim': True})
   train_fns.apply_speed_options(config, G, D, G_ema)
-  ema = utils.ema(G, G_ema, 0.9, 0)
+  ema = train_fns.ema(G, G_ema, 0.9, 0)
   if optimizer is not None:  # plain SGD: updates proportional to gradients, unlike Adam's
     G.optim, D.optim = optimizer(G.parameters()), optimizer(D.parameters())
   z_, y_ = sampling.prepare_z_y(4, G.dim_z, 10, device='cpu')

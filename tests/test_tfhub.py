@@ -12,8 +12,9 @@ import torch
 
 import BigGANdeep
 import checkpoints
+import config as configuration
 import errors
-import utils
+import models
 from TFHub import converter
 
 EMA = {'biggan': 'ema_b999900', 'biggan-deep': 'ema_0.9999'}
@@ -207,7 +208,9 @@ class TFGenerator(object):
   def attention(self, x):
     B, H, W, C = x.shape
     a = 'Generator/attention/'
-    pool = lambda t: t.reshape(B, H // 2, 2, W // 2, 2, -1).max((2, 4)).reshape(B, H * W // 4, -1)
+
+    def pool(t):
+      return t.reshape(B, H // 2, 2, W // 2, 2, -1).max((2, 4)).reshape(B, H * W // 4, -1)
     theta = self.conv(a + 'theta', x, False).reshape(B, H * W, -1)
     phi = pool(self.conv(a + 'phi', x, False))
     g = pool(self.conv(a + 'g', x, False))
@@ -219,8 +222,12 @@ class TFGenerator(object):
 
   def __call__(self, z, y):
     """z: (B, dim_z), y: class indices -> images (B, 3, H, W) as NCHW for comparison."""
-    relu = lambda t: np.maximum(t, 0)
-    up = lambda t: t.repeat(2, 1).repeat(2, 2)
+
+    def relu(t):
+      return np.maximum(t, 0)
+
+    def up(t):
+      return t.repeat(2, 1).repeat(2, 2)
     emb = self.v['linear/w'][y].astype(np.float64)
     z = z.astype(np.float64)
     deep = self.kind == 'biggan-deep'
@@ -403,9 +410,9 @@ def test_weights_folder_loads_as_sample_py_would(tmp_path):
   config = state['config']
   assert state['tfhub_module'] == 'biggan-deep-128' and config == checkpoints.plain_config(config)
   assert config['G_eval_mode'] and not config['use_ema']
-  config = utils.prepare_config(dict(config))
+  config = configuration.prepare_config(dict(config))
   assert (config['resolution'], config['n_classes']) == (128, 1000)
-  G = utils.load_model_module(config['model']).Generator(**dict(config, skip_init=True))
+  G = models.load_model_module(config['model']).Generator(**dict(config, skip_init=True))
   loaded = {'itr': None, 'config': None}
   checkpoints.load_weights(G, None, loaded, root, config['experiment_name'], load_optim=False)
   assert loaded['itr'] == 0

@@ -11,7 +11,6 @@ for biggan-deep, the BN statistics as graph constants stack_{i} among other stac
 two layers (with TF's NHWC layout and its (in, out) / HWIO weights)."""
 import os
 import subprocess
-import sys
 
 import h5py
 import numpy as np

@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 
 import checkpoints
+import config as configuration
 import errors
 import train
-import utils
 
 FLAGS = ('--dataset Shapes --resolution 32 --G_ch 4 --D_ch 4 --batch_size 4 --num_D_steps 2 '
          '--G_attn 0 --D_attn 16 --G_shared --hier --dim_z 16 --shared_dim 8 --num_workers 0 '
@@ -28,8 +28,9 @@ def argv(root, extra=''):
 
 
 def experiment(root, extra=''):
-  config = utils.prepare_config(vars(utils.prepare_parser().parse_args(argv(root, extra))))
-  return utils.name_from_config(config)
+  args = configuration.prepare_parser().parse_args(argv(root, extra))
+  config = configuration.prepare_config(vars(args))
+  return configuration.name_from_config(config)
 
 
 def read(path):
@@ -51,9 +52,11 @@ def _flatten(obj, prefix=''):
   if torch.is_tensor(obj):
     return {prefix: obj}
   if isinstance(obj, dict):
-    return {k: v for key, value in obj.items() for k, v in _flatten(value, '%s.%s' % (prefix, key)).items()}
+    return {k: v for key, value in obj.items()
+            for k, v in _flatten(value, '%s.%s' % (prefix, key)).items()}
   if isinstance(obj, (list, tuple)):
-    return {k: v for i, value in enumerate(obj) for k, v in _flatten(value, '%s.%d' % (prefix, i)).items()}
+    return {k: v for i, value in enumerate(obj)
+            for k, v in _flatten(value, '%s.%d' % (prefix, i)).items()}
   return {prefix: torch.tensor(float(obj)) if isinstance(obj, (int, float)) else obj}
 
 
@@ -69,7 +72,8 @@ def assert_same_run(root_a, root_b, exp):
   assert logs_a == sorted(os.listdir('%s/logs/%s' % (root_b, exp)))
   for name in logs_a:
     if name.endswith('.log'):
-      assert read('%s/logs/%s/%s' % (root_a, exp, name)) == read('%s/logs/%s/%s' % (root_b, exp, name)), name
+      assert read('%s/logs/%s/%s' % (root_a, exp, name)) == read(
+          '%s/logs/%s/%s' % (root_b, exp, name)), name
 
 
 def test_run_writes_the_original_files_and_resumes(tmp_path):
@@ -171,9 +175,9 @@ def test_an_original_checkpoint_folder_resumes(tmp_path, monkeypatch):
   """A weights folder as the original writes it (its config keys with pickled nn.ReLU modules,
   numpy best_IS, tensor best_FID, torch 1.x Adam states after a step) resumes with every weight
   and every Adam moment on the parameter it belongs to."""
-  parser = utils.prepare_parser()
-  config = utils.prepare_config(vars(parser.parse_args(argv(tmp_path))))
-  exp = utils.name_from_config(config)
+  parser = configuration.prepare_parser()
+  config = configuration.prepare_config(vars(parser.parse_args(argv(tmp_path))))
+  exp = configuration.name_from_config(config)
   torch.manual_seed(0)
   import BigGAN
   G, D = BigGAN.Generator(**config), BigGAN.Discriminator(**config)
@@ -272,7 +276,7 @@ def test_divergence_stops_without_touching_the_last_good_checkpoint(tmp_path, mo
     ('--resume', '--resume: no complete checkpoint'),
     ('--resolution 48', 'no G architecture for resolution 48'),
     ('--num_D_accumulations 0', '--num_D_accumulations must be at least 1'),
-    ('--G_nl gelu', '--G_nl gelu is unknown'),
+    ('--G_nl gelu', "argument --G_nl: invalid choice: 'gelu'"),
     ('--base_root {file}/sub', 'is not a writable folder'),
     ('--split_D --which_train_fn GANN', '--which_train_fn GANN is unknown'),
 ])

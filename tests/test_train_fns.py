@@ -1,16 +1,16 @@
-"""Training helpers: ortho reg against autograd, EMA, gradient accumulation, the z/y tensors."""
+"""train_fns.py: ortho reg against autograd, the EMA, gradient accumulation against one big
+batch."""
 import pytest
 import torch
 
 import BigGAN
 import sampling
 import train_fns
-import utils
 from conftest import make_config
 
 
 def penalty(w, off_diagonal):
-  """The penalties whose gradients utils.ortho / utils.default_ortho add, for autograd."""
+  """The penalties whose gradients train_fns.ortho / train_fns.default_ortho add, for autograd."""
   w = w.view(w.shape[0], -1)
   eye = torch.eye(w.shape[0], dtype=w.dtype)
   gram = w @ w.t()
@@ -18,7 +18,8 @@ def penalty(w, off_diagonal):
   return 0.5 * (gram ** 2).sum()
 
 
-@pytest.mark.parametrize('fn,off_diagonal', [(utils.ortho, True), (utils.default_ortho, False)])
+@pytest.mark.parametrize('fn,off_diagonal', [(train_fns.ortho, True),
+                                             (train_fns.default_ortho, False)])
 def test_ortho_reg_gradient_equals_autograd(fn, off_diagonal):
   torch.manual_seed(0)
   net = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.Linear(4, 6),
@@ -43,7 +44,7 @@ def test_ema_copies_before_start_then_averages_everything():
   config = make_config('--G_ch 4 --G_attn 0 --cross_replica')
   source = BigGAN.Generator(**config)
   target = BigGAN.Generator(**{**config, 'no_optim': True})
-  ema = utils.ema(source, target, decay=0.9, start_itr=10)
+  ema = train_fns.ema(source, target, decay=0.9, start_itr=10)
   assert all(torch.equal(source.state_dict()[k], v) for k, v in target.state_dict().items())
 
   def perturb():
@@ -63,17 +64,6 @@ def test_ema_copies_before_start_then_averages_everything():
     else:  # counters such as num_batches_tracked follow the source
       assert torch.equal(v, src[k])
   assert any('running_mean' in k for k in src)
-
-
-def test_distribution_tensors():
-  z, y = sampling.prepare_z_y(6, 4, 3, device='cpu', z_var=2.0)
-  torch.manual_seed(0)
-  z.sample_()
-  y.sample_()
-  torch.manual_seed(0)
-  assert torch.equal(z, torch.randn(6, 4) * 2.0)
-  assert y.dtype == torch.int64 and 0 <= y.min() and y.max() < 3
-  assert type(z[:2]) is torch.Tensor and type(z * 1) is torch.Tensor  # plain tensors out
 
 
 class Scripted(sampling.Distribution):
@@ -113,7 +103,8 @@ def test_D_accumulation_equals_one_big_batch(k):
     # SGD: the update is the gradient itself (Adam would turn rounding noise in near-zero
     # gradients into full-size steps).
     D.optim = torch.optim.SGD(D.parameters(), lr=1.0)
-    like_z, like_y = torch.zeros(batch, 128, dtype=torch.float64), torch.zeros(batch, dtype=torch.long)
+    like_z = torch.zeros(batch, 128, dtype=torch.float64)
+    like_y = torch.zeros(batch, dtype=torch.long)
     z_seq = list(zs) if accumulations > 1 else [zs.reshape(-1, 128)]
     y_seq = list(ys) if accumulations > 1 else [ys.reshape(-1)]
     z_ = scripted(z_seq + [torch.zeros(batch, 128, dtype=torch.float64)], like_z)

@@ -18,14 +18,13 @@ from PIL import Image
 
 import calculate_inception_moments
 import checkpoints
+import config as configuration
 import errors
 import evaluate
 import inception_utils
 import sample
 import train
 import train_fns
-import utils
-from test_inception_utils import _random_weights
 
 FLAGS = ('--dataset Shapes --resolution 32 --G_ch 4 --D_ch 4 --batch_size 4 --num_D_steps 1 '
          '--G_attn 0 --D_attn 0 --G_shared --dim_z 16 --shared_dim 8 --num_workers 0 '
@@ -37,8 +36,8 @@ def argv(root, extra):
 
 
 def experiment(root, extra):
-  return utils.name_from_config(utils.prepare_config(vars(utils.prepare_parser().parse_args(
-      argv(root, extra)))))
+  args = configuration.prepare_parser().parse_args(argv(root, extra))
+  return configuration.name_from_config(configuration.prepare_config(vars(args)))
 
 
 def records(root, exp):
@@ -75,13 +74,6 @@ def expected_bests(values, lower_is_better, num_best_copies=2):
       slot = (slot + 1) % num_best_copies
       best = value
   return saved
-
-
-@pytest.fixture(scope='module')
-def inception_weights(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp('inception') / 'torchvision.pth')
-  _random_weights('torchvision', path)
-  return path
 
 
 @pytest.fixture

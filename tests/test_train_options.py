@@ -1,6 +1,6 @@
 """Training options, through train.main or the real training step: --which_train_fn (dummy and a
 module.function hook), --pbar, --no_toggle_grads, --split_D, G_ortho / D_ortho, --finetune_from,
---resume --load_weights, map_location; and the original's helpers still reachable as utils.X."""
+--resume --load_weights, map_location."""
 import contextlib
 import copy
 import hashlib
@@ -11,17 +11,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-from PIL import Image
 
 import BigGAN
 import checkpoints
-import datasets
-import logger
+import config as configuration
 import sampling
 import train
 import train_fns
-import utils
 from conftest import make_config
 from errors import UserError
 
@@ -35,7 +31,8 @@ def argv(root, extra=''):
 
 
 def prepared(root, extra=''):
-  return utils.prepare_config(vars(utils.prepare_parser().parse_args(argv(root, extra))))
+  args = configuration.prepare_parser().parse_args(argv(root, extra))
+  return configuration.prepare_config(vars(args))
 
 
 def read(path):
@@ -53,64 +50,6 @@ def tensors_equal(a, b):
   if isinstance(a, (list, tuple)):
     return len(a) == len(b) and all(tensors_equal(x, y) for x, y in zip(a, b))
   return a == b
-
-
-# ---------------------------------------------------------------------------------------------
-# utils.X
-# ---------------------------------------------------------------------------------------------
-
-
-def test_utils_still_has_the_originals_helpers(capsys):
-  for name in ['MetricsLogger', 'MyLogger', 'progress', 'count_parameters',
-               'initiate_standing_stats', 'MultiEpochSampler', 'CenterCropLongEdge',
-               'RandomCropLongEdge', 'query_gpu', 'print_grad_norms', 'Adam16']:
-    assert hasattr(utils, name), name
-  assert utils.MetricsLogger is logger.MetricsLogger and utils.MyLogger is logger.MyLogger
-  assert utils.MultiEpochSampler is datasets.MultiEpochSampler
-
-  net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2, bias=False))
-  assert utils.count_parameters(net) == 3 * 4 + 4 + 4 * 2
-  assert 'Number of parameters: 24' in capsys.readouterr().out
-
-  # Gradients: big for the first layer, small for the second -> listed small first.
-  net[0].weight.grad = torch.full_like(net[0].weight, 10.)
-  net[1].weight.grad = torch.full_like(net[1].weight, 1e-3)
-  lines = utils.print_grad_norms(net)
-  assert len(lines) == 2 and lines[0].endswith('1.weight (2, 4)') and '0.weight' in lines[1]
-  assert lines[1].startswith('%3.3e,' % float(net[0].weight.grad.norm()))
-
-  img = Image.fromarray(np.arange(6 * 4 * 3, dtype=np.uint8).reshape(4, 6, 3))  # 6 wide, 4 high
-  assert np.array_equal(np.asarray(utils.CenterCropLongEdge()(img)), np.asarray(img)[:, 1:5])
-  crops = {np.asarray(utils.RandomCropLongEdge(np.random.default_rng(s))(img)).tobytes()
-           for s in range(20)}
-  assert crops == {np.asarray(img)[:, i:i + 4].tobytes() for i in range(3)}  # every position
-  utils.seed_rng(3)
-  first = np.asarray(utils.RandomCropLongEdge()(img))
-  utils.seed_rng(3)
-  assert np.array_equal(np.asarray(utils.RandomCropLongEdge()(img)), first)
-
-  capsys.readouterr()
-  assert list(utils.progress(range(5), desc='Images: ', displaytype='eta')) == list(range(5))
-  assert '5/5 (100.00%)' in capsys.readouterr().out
-
-  info = utils.query_gpu()
-  if not torch.cuda.is_available():
-    assert info == {} and 'No CUDA GPU' in capsys.readouterr().out
-
-  # Adam16 steps exactly as Adam, and refuses fp16 weights with a one-line UserError.
-  a, b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(3))
-  for p, opt in [(a, utils.Adam16([a], lr=0.1)), (b, torch.optim.Adam([b], lr=0.1))]:
-    p.grad = torch.tensor([1., -2., 3.])
-    opt.step()
-  assert torch.equal(a, b)
-  with pytest.raises(UserError, match='--amp fp16'):
-    utils.Adam16([nn.Parameter(torch.ones(2).half())])
-
-  G = BigGAN.Generator(**make_config('--G_ch 4 --G_attn 0 --G_shared --dim_z 8'))
-  with torch.no_grad():
-    G.output_layer[0].stored_mean.fill_(5.)
-  utils.initiate_standing_stats(G)
-  assert float(G.output_layer[0].stored_mean.abs().sum()) == 0.
 
 
 def test_old_fp16_flags_next_to_amp_bf16_say_they_are_overruled(tmp_path, capsys):
@@ -137,11 +76,11 @@ def test_dummy_train_fn_moves_only_data_and_both_progress_bars_show_rate_and_eta
   else:  # tqdm on stderr: "3/3 [00:01<00:00,  2.50it/s]"
     assert re.search(r'3/3 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(it/s|s/it)', captured.err), captured.err
   config = prepared(tmp_path, '--which_train_fn dummy')
-  exp = utils.name_from_config(config)
+  exp = configuration.name_from_config(config)
   assert exp.startswith('Bigdummy_Shapes32_')  # the original's name
   assert checkpoints.safe_load(tmp_path / 'weights' / exp / 'state_dict.pth')['itr'] == 3
   assert not os.path.exists(tmp_path / 'logs' / exp / 'G_loss.log')
-  utils.seed_rng(config['seed'])  # as train.py builds them: no step was taken
+  checkpoints.seed_rng(config['seed'])  # as train.py builds them: no step was taken
   G, D = BigGAN.Generator(**config), BigGAN.Discriminator(**config)
   for name, net in [('G', G), ('D', D)]:
     assert tensors_equal(checkpoints.safe_load(tmp_path / 'weights' / exp / ('%s.pth' % name)),
