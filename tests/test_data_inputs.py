@@ -2,9 +2,6 @@
 written."""
 import os
 import pickle
-import signal
-import subprocess
-import sys
 import tarfile
 
 import h5py
@@ -187,51 +184,6 @@ def test_truncated_and_foreign_hdf5_files(tmp_path):
   with pytest.raises(errors.UserError, match='holds 16 px'):
     datasets.dataset_info(good, resolution=32)
 
-
-def test_make_hdf5_refuses_hdf5_and_leaves_nothing_half_written(tmp_path, monkeypatch):
-  for i in range(12):
-    save(str(tmp_path / 'data' / ('c%d' % (i % 3)) / ('%d.png' % i)), rgb(i))
-  with pytest.raises(errors.UserError, match='already HDF5'):
-    make_hdf5.main(['--dataset', 'I128_hdf5', '--data_root', str(tmp_path)])
-  out = tmp_path / 'data16.hdf5'  # the default name next to the folder
-  out.write_bytes(b'previous contents')
-  command = ['--dataset', str(tmp_path / 'data'), '--resolution', '16', '--batch_size', '4',
-             '--num_workers', '0']
-  with pytest.raises(errors.UserError, match=r'--out .*data16.hdf5 already exists \(not an HDF5 '
-                                             r'dataset\); .* pass --overwrite'):
-    make_hdf5.main(command)
-  real_collate, calls = make_hdf5._collate, []
-
-  def interrupted(items):  # Ctrl-C, then SIGTERM (which used to leave the temporary file)
-    calls.append(1)
-    if len(calls) == 2:
-      raise KeyboardInterrupt
-    if len(calls) == 4:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return real_collate(items)
-  monkeypatch.setattr(make_hdf5, '_collate', interrupted)
-  with pytest.raises(KeyboardInterrupt):
-    make_hdf5.main(command + ['--overwrite'])
-  before = signal.getsignal(signal.SIGTERM)
-  with pytest.raises(SystemExit) as e:
-    make_hdf5.main(command + ['--overwrite'])
-  assert e.value.code == 128 + signal.SIGTERM and signal.getsignal(signal.SIGTERM) == before
-  assert out.read_bytes() == b'previous contents'
-  assert sorted(os.listdir(tmp_path)) == ['data', 'data16.hdf5']
-  monkeypatch.setattr(make_hdf5, '_collate', real_collate)
-  assert make_hdf5.main(command + ['--overwrite']) == str(out)
-  assert datasets.dataset_info(str(out))['n_classes'] == 3
-  with pytest.raises(errors.UserError, match=r'already exists \(an HDF5 dataset of 12 images\)'):
-    make_hdf5.main(command)
-
-
-def test_make_hdf5_command_line_error_is_one_line(tmp_path, repo_root):
-  result = subprocess.run([sys.executable, os.path.join(repo_root, 'make_hdf5.py'), '--dataset',
-                           str(tmp_path / 'nowhere'), '--resolution', '16'],
-                          capture_output=True, text=True, cwd=str(tmp_path))
-  assert result.returncode == 2
-  assert result.stderr.startswith('error: unknown --dataset') and result.stderr.count('\n') == 1
-  assert os.listdir(tmp_path) == []
 
 
 # --- CIFAR ---------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The data pipeline: names, Shapes, folder -> make_hdf5 -> loader round trips, samplers, ranks."""
+"""The data pipeline: names, Shapes, folder -> make_hdf5 -> loader round trips, samplers, ranks
+(make_hdf5.py's own tests: test_make_hdf5.py)."""
 import os
 import tempfile
 
@@ -263,26 +264,6 @@ def test_imagenet_layout_and_its_hdf5_load(tmp_path):
   assert_same_batches(
       folder_batches, batches(datasets.get_data_loaders('I32_hdf5', str(tmp_path), **common)[0]))
 
-
-def test_make_hdf5_resizes_as_pil_does(tmp_path):
-  """Sources of other sizes than --resolution, larger and smaller: the file holds exactly PIL's
-  bilinear resize of the centre crop (rounded, not the original's truncation)."""
-  rng = np.random.default_rng(5)
-  sizes = [(50, 37), (23, 41), (64, 64), (33, 33), (97, 20)]
-  for i, (w, h) in enumerate(sizes):
-    os.makedirs(tmp_path / 'src' / ('c%d' % (i % 2)), exist_ok=True)
-    smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (h // 3 + 1, w // 3 + 1, 3),
-                                                     dtype=np.uint8)).resize((w, h)))
-    Image.fromarray(smooth).save(tmp_path / 'src' / ('c%d' % (i % 2)) / ('%d.png' % i))
-  out = str(tmp_path / 'out.hdf5')
-  make_hdf5.main(['--dataset', str(tmp_path / 'src'), '--resolution', '24', '--out', out,
-                  '--num_workers', '0', '--batch_size', '2'])
-  folder = datasets.open_dataset(str(tmp_path / 'src'), resolution=24)
-  with h5py.File(out, 'r') as f:
-    images = f['imgs'][:]
-  assert images.shape == (5, 3, 24, 24)
-  for i in range(5):
-    assert np.array_equal(images[i], reference_pixels(folder.path(i), 24)), folder.path(i)
 
 
 def test_index_cache_sees_images_in_nested_subfolders(tmp_path, monkeypatch):
