@@ -3,7 +3,7 @@
 Code anywhere raises UserError for bad input (flags, files, data); every script runs its main()
 through `run_main`, which prints the message without a traceback and exits non-zero. Anything
 else is a bug and keeps its traceback. Scripts build their flags with `ArgumentParser`, so a
-mistyped flag is one such line too.
+mistyped flag is one such line too, and --help appends every default (HelpFormatter).
 """
 import argparse
 import contextlib
@@ -70,12 +70,34 @@ def os_reason(e):
   return 'the disk is full' if e.errno == errno.ENOSPC else e.strerror or str(e)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+  """--help appends every option's default, so no help text writes it out: "(default: X)",
+  "none" for an empty one, "on"/"off" for a switch. A help text that explains its default
+  itself (it says "(default") is left as it is."""
+
+  def _get_help_string(self, action):
+    text = action.help or ''
+    if ('(default' in text or not action.option_strings or action.default is argparse.SUPPRESS
+        or isinstance(action, argparse._HelpAction)):
+      return text
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+      return text + ' (default: %s)' % ('on' if action.default == action.const else 'off')
+    if action.default in ('', None):
+      return text + ' (default: none)'
+    return text + ' (default: %(default)s)'
+
+
+class DocHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+  """HelpFormatter for a parser whose description is the script's docstring, kept as written."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
   """argparse whose errors are UserErrors: one line instead of argparse's usage block (dozens of
   lines for the shared parser, with the error at the end). A negative number in exponent form
   (--G_lr -1e-4) is a value, as -0.0001 always was."""
 
   def __init__(self, *args, **kwargs):
+    kwargs.setdefault('formatter_class', HelpFormatter)
     super(ArgumentParser, self).__init__(*args, **kwargs)
     self._negative_number_matcher = re.compile(r'^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$')
 

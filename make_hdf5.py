@@ -30,26 +30,24 @@ def prepare_parser():
   add = parser.add_argument
   add('--dataset', type=str, default='I128',
       help='What to convert: I32 ... I512 (data_root/ImageNet), C10, C100, Shapes, or a PATH to a '
-           'folder with one subfolder per class (default: %(default)s)')
+           'folder with one subfolder per class')
   add('--data_root', type=str, default='data',
-      help='Where the data lives and ILSVRC{res}.hdf5 is written (default: %(default)s)')
+      help='Where the data lives and ILSVRC{res}.hdf5 is written')
   add('--resolution', type=int, default=0,
-      help='(new) Image size for a folder PATH or Shapes; 0 derives it from the dataset '
-           '(default: %(default)s)')
+      help='(new) Image size for a folder PATH or Shapes; 0 derives it from the dataset')
   add('--out', type=str, default='',
       help='(new) Output file; default data_root/ILSVRC{res}.hdf5 for I*, PATH{res}.hdf5 next to a '
            'folder, data_root/{name}.hdf5 otherwise')
   add('--batch_size', type=int, default=256,
-      help='Images read per step (default: %(default)s)')
+      help='Images read per step')
   add('--num_workers', type=int, default=16,
-      help='Number of image decoding worker processes (default: %(default)s)')
+      help='Number of image decoding worker processes')
   add('--chunk_size', type=int, default=500,
-      help='Images per HDF5 chunk (default: %(default)s)')
+      help='Images per HDF5 chunk')
   add('--compression', action='store_true', default=False,
-      help='Compress with LZF: a little smaller, much slower to read (default: %(default)s)')
+      help='Compress with LZF: a little smaller, much slower to read')
   add('--overwrite', action='store_true', default=False,
-      help='(new) Replace an existing --out file (without it an existing file is never touched) '
-           '(default: %(default)s)')
+      help='(new) Replace an existing --out file (without it an existing file is never touched)')
   return parser
 
 

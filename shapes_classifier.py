@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 import checkpoints
 import datasets
+import errors
 import layers
 from errors import UserError, run_main
 
@@ -222,14 +223,13 @@ def describe(result, class_names):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=errors.DocHelpFormatter)
   parser.add_argument('--resolution', type=int, default=32,
-                      help='Image size of the Shapes classifier (default: %(default)s)')
+                      help='Image size of the Shapes classifier')
   parser.add_argument('--data_root', type=str, default='data',
-                      help='Folder of the cache file Shapes<res>_classifier.pth '
-                           '(default: %(default)s)')
+                      help='Folder of the cache file Shapes<res>_classifier.pth')
   parser.add_argument('--retrain', action='store_true',
-                      help='Train again even when the cache file exists (default: off)')
+                      help='Train again even when the cache file exists')
   args = parser.parse_args(argv)
   if args.retrain and os.path.exists(cache_path(args.resolution, args.data_root)):
     os.remove(cache_path(args.resolution, args.data_root))

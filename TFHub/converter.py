@@ -516,10 +516,9 @@ def prepare_parser():
   parser = errors.ArgumentParser(description=__doc__.split('\n')[0])
   add = parser.add_argument
   add('--resolution', '-r', type=int, default=None, choices=RESOLUTIONS,
-      help='Resolution of the TF-Hub module to convert; all three if not given '
-           '(default: %(default)s)')
+      help='Resolution of the TF-Hub module to convert; all three if not given')
   add('--deep', action='store_true', default=False,
-      help='(new) Convert biggan-deep-{res} instead of biggan-{res} (default: %(default)s)')
+      help='(new) Convert biggan-deep-{res} instead of biggan-{res}')
   add('--module_path', type=str, default='',
       help='(new) TF-Hub handle or local folder of the module for stage 1; default '
            'https://tfhub.dev/deepmind/biggan-{res}/2 or biggan-deep-{res}/1')
@@ -527,35 +526,34 @@ def prepare_parser():
       help='(new) Convert this dump (stage 2 only unless it is missing and -r is given) '
            'instead of --weights_dir/biggan[-deep]-{res}.h5')
   add('--redownload', action='store_true', default=False,
-      help='Dump the module again (stage 1) even if its .h5 file exists (default: %(default)s)')
+      help='Dump the module again (stage 1) even if its .h5 file exists')
   add('--weights_dir', type=str, default='pretrained_weights',
-      help='Folder of the stage-1 dumps biggan[-deep]-{res}.h5 (default: %(default)s)')
+      help='Folder of the stage-1 dumps biggan[-deep]-{res}.h5')
   add('--weights_root', type=str, default='weights',
-      help='(new) Root of the weights folder written, as train.py and sample.py use it '
-           '(default: %(default)s)')
+      help='(new) Root of the weights folder written, as train.py and sample.py use it')
   add('--experiment_name', type=str, default='',
       help='(new) Name of the weights folder; default the module name, e.g. biggan-deep-256 '
            '(+ _noema with --no_ema)')
   add('--no_ema', action='store_true', default=False,
-      help='Convert the raw weights instead of their EMA (default: %(default)s)')
+      help='Convert the raw weights instead of their EMA')
   add('--truncation', type=float, default=1.0,
       help='(new) biggan-deep: the truncation whose BN statistics G.pth holds, and the '
-           'truncation of --generate_samples (default: %(default)s)')
+           'truncation of --generate_samples')
   add('--dump_only', action='store_true', default=False,
-      help='(new) Stage 1 only: write the .h5 dumps and stop (default: %(default)s)')
+      help='(new) Stage 1 only: write the .h5 dumps and stop')
   add('--samples_dir', type=str, default='pretrained_samples',
-      help='Where --generate_samples writes biggan{res}_samples.jpg (default: %(default)s)')
+      help='Where --generate_samples writes biggan{res}_samples.jpg')
   add('--generate_samples', action='store_true', default=False,
-      help='Write a sheet of samples of each converted G (default: %(default)s)')
+      help='Write a sheet of samples of each converted G')
   add('--batch_size', type=int, default=16,
-      help='Number of images in that sheet (default: %(default)s)')
+      help='Number of images in that sheet')
   add('--parallel', action='store_true', default=False,
-      help='Sample over all GPUs with DataParallel (default: %(default)s)')
+      help='Sample over all GPUs with DataParallel')
   add('--device', type=str, default='auto',
       help='(new) Device for --generate_samples: auto (CUDA when present, else CPU), cpu, cuda, '
-           'cuda:1, ... (default: %(default)s)')
+           'cuda:1, ...')
   add('--verbose', action='store_true', default=False,
-      help='Also list the TF variables that were not used (default: %(default)s)')
+      help='Also list the TF variables that were not used')
   return parser
 
 

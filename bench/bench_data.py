@@ -25,21 +25,23 @@ import torch
 import devices  # puts the project root on sys.path
 
 import datasets  # noqa: E402
+import errors  # noqa: E402
 
 ROOT = devices.ROOT
 
 
 def prepare_parser():
-  parser = argparse.ArgumentParser(description='Benchmark the data loaders and make_hdf5.py.')
+  parser = argparse.ArgumentParser(description='Benchmark the data loaders and make_hdf5.py.',
+                                   formatter_class=errors.HelpFormatter)
   add = parser.add_argument
-  add('--images', type=int, default=1000, help='Images in the dataset (default: %(default)s)')
+  add('--images', type=int, default=1000, help='Images in the dataset')
   add('--source_size', type=int, default=256,
-      help='Size of the drawn source images (default: %(default)s)')
+      help='Size of the drawn source images')
   add('--resolution', type=int, default=128,
-      help='Resolution loaded and written to HDF5 (default: %(default)s)')
-  add('--batch_size', type=int, default=64, help='Loader batch size (default: %(default)s)')
+      help='Resolution loaded and written to HDF5')
+  add('--batch_size', type=int, default=64, help='Loader batch size')
   add('--num_workers', type=int, default=0,
-      help='Loader and make_hdf5 worker processes (default: %(default)s)')
+      help='Loader and make_hdf5 worker processes')
   devices.add_device_flag(parser)
   return parser
 

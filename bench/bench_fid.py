@@ -39,21 +39,23 @@ import torch
 
 import devices  # puts the project root on sys.path
 
+import errors  # noqa: E402
 import inception_utils  # noqa: E402
 
 ROOT = devices.ROOT
 
 
 def prepare_parser():
-  parser = argparse.ArgumentParser(description='Benchmark FID and the moments script.')
+  parser = argparse.ArgumentParser(description='Benchmark FID and the moments script.',
+                                   formatter_class=errors.HelpFormatter)
   add = parser.add_argument
-  add('--dim', type=int, default=2048, help='Feature dimension (default: %(default)s)')
+  add('--dim', type=int, default=2048, help='Feature dimension')
   add('--samples', type=int, default=10000,
-      help='Samples per feature set for the covariances (default: %(default)s)')
+      help='Samples per feature set for the covariances')
   add('--sizes', type=str, default='200,2000',
-      help='Two dataset sizes for the memory runs, comma-separated (default: %(default)s)')
+      help='Two dataset sizes for the memory runs, comma-separated')
   add('--skip_memory', action='store_true', default=False,
-      help='Only time the FID methods (default: %(default)s)')
+      help='Only time the FID methods')
   devices.add_device_flag(parser)
   return parser
 

@@ -44,6 +44,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import errors  # noqa: E402
 import inception_utils  # noqa: E402
 import metrics  # noqa: E402
 
@@ -53,16 +54,17 @@ CONFIG = {'kid_subsets': 100, 'kid_subset_size': 1000}
 
 
 def prepare_parser():
-  parser = argparse.ArgumentParser(description='Benchmark the metric arithmetic and evaluate.py.')
+  parser = argparse.ArgumentParser(description='Benchmark the metric arithmetic and evaluate.py.',
+                                   formatter_class=errors.HelpFormatter)
   add = parser.add_argument
   add('--sizes', type=str, default='10000,50000',
-      help='Images per set for part 1, comma-separated (default: %(default)s)')
+      help='Images per set for part 1, comma-separated')
   add('--naive_size', type=int, default=4000,
-      help='Images per set for part 2, the straightforward reference (default: %(default)s)')
+      help='Images per set for part 2, the straightforward reference')
   add('--evaluate_images', type=int, default=2000,
-      help='Shapes images per set for part 3 (default: %(default)s)')
+      help='Shapes images per set for part 3')
   add('--parts', type=str, default='1,2,3',
-      help='Which parts to run, comma-separated (default: %(default)s)')
+      help='Which parts to run, comma-separated')
   add('--child', type=str, default='',
       help='Internal: run one part-1 measurement, SIZE:MODE:CACHE_FILE')
   return parser

@@ -47,6 +47,7 @@ sys.path.insert(0, os.path.join(ROOT, 'bench'))
 
 import config as configuration  # noqa: E402
 import datasets  # noqa: E402
+import errors  # noqa: E402
 import inception_utils  # noqa: E402
 import metrics  # noqa: E402
 import patterns  # noqa: E402
@@ -221,13 +222,14 @@ def run_recipe(folder, resolution, flags, points, by_minutes, reference, workdir
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                   formatter_class=errors.HelpFormatter)
   parser.add_argument('--datasets', default=DEFAULT_DATASETS,
-                      help='Comma list of shapesN_R / patternsN_R (default: %(default)s)')
+                      help='Comma list of shapesN_R / patternsN_R')
   parser.add_argument('--recipes', default=','.join(RECIPES),
                       help='Comma list from %s (default: all)' % ', '.join(RECIPES))
   parser.add_argument('--minutes', default='1,3,10',
-                      help='Checkpoints in minutes of training wall time (default: %(default)s)')
+                      help='Checkpoints in minutes of training wall time')
   parser.add_argument('--iters', default='',
                       help='Checkpoints in iterations instead of minutes, e.g. 100,200,400')
   parser.add_argument('--try', dest='tries', action='append', default=[],
@@ -236,10 +238,10 @@ def main():
   parser.add_argument('--extra', default='',
                       help='train.py flags added to every recipe, e.g. "--num_D_steps 1"')
   parser.add_argument('--root', default=os.path.join(ROOT, 'runs', 'bench_small_data'),
-                      help='Where the data, classifiers and runs go (default: %(default)s)')
+                      help='Where the data, classifiers and runs go')
   parser.add_argument('--out', default='',
                       help='CSV file to append the rows to (default: <root>/results.csv)')
-  parser.add_argument('--threads', type=int, default=2, help='torch threads (default: 2)')
+  parser.add_argument('--threads', type=int, default=2, help='torch threads')
   args = parser.parse_args()
   for item in args.tries:
     name, _, flags = item.partition('=')

@@ -80,6 +80,7 @@ import devices  # puts the project root on sys.path
 
 import BigGAN  # noqa: E402
 import config as configuration  # noqa: E402
+import errors  # noqa: E402
 import losses  # noqa: E402
 import sampling  # noqa: E402
 import train_fns  # noqa: E402
@@ -308,18 +309,18 @@ def print_table(columns, batch, runs, reference_note='', flops=None, peaks=None,
 def add_timing_flags(parser):
   """The flags of the measurement and the config (shared with bench_vs_original.py)."""
   parser.add_argument('--rounds', type=int, default=5,
-                      help='Rounds; each runs every column --iters times (default: %(default)s)')
+                      help='Rounds; each runs every column --iters times')
   parser.add_argument('--iters', type=int, default=2,
-                      help='Timed iterations per column per round (default: %(default)s)')
+                      help='Timed iterations per column per round')
   parser.add_argument('--warmup', type=int, default=2,
-                      help='Untimed first iterations per column (default: %(default)s)')
-  parser.add_argument('--ch', type=int, default=32, help='G_ch and D_ch (default: %(default)s)')
+                      help='Untimed first iterations per column')
+  parser.add_argument('--ch', type=int, default=32, help='G_ch and D_ch')
   parser.add_argument('--batch_size', type=int, default=32,
-                      help='Batch size of each D step and of the G step (default: %(default)s)')
+                      help='Batch size of each D step and of the G step')
   parser.add_argument('--num_D_steps', type=int, default=2,
-                      help='D steps per iteration (default: %(default)s)')
+                      help='D steps per iteration')
   parser.add_argument('--threads', type=int, default=2,
-                      help='torch.set_num_threads (default: %(default)s)')
+                      help='torch.set_num_threads')
   parser.add_argument('--seed', type=int, default=0, help='Seed of every column\'s weights')
   devices.add_device_flag(parser)
 
@@ -383,15 +384,16 @@ def run_config(name, names, args, peaks):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                   formatter_class=errors.HelpFormatter)
   parser.add_argument('--configs', type=str, default='cifar',
-                      help='Comma-separated configs: cifar, i128 (default: %(default)s)')
+                      help='Comma-separated configs: cifar, i128')
   parser.add_argument('--columns', type=str, default=','.join(COLUMNS),
                       help='Comma-separated columns to measure besides the reference, from: %s '
                            '(default: all)' % ', '.join(COLUMNS))
   parser.add_argument('--i128_batch', type=int, default=0,
                       help='Batch of the i128 config; 0: on CUDA the largest of %s that fits, on '
-                           'the CPU 2 (default: %%(default)s)' % ', '.join(map(str, I128_BATCHES)))
+                           'the CPU 2' % ', '.join(map(str, I128_BATCHES)))
   add_timing_flags(parser)
   args = parser.parse_args()
   names = [name for name in args.columns.split(',') if name]

@@ -25,7 +25,7 @@ from errors import UserError  # noqa: E402
 def add_device_flag(parser):
   parser.add_argument('--device', type=str, default='auto',
                       help='Where to run: auto (CUDA when present, else the CPU), cpu, cuda or '
-                           'cuda:N (default: %(default)s)')
+                           'cuda:N')
 
 
 def pick(flag):

@@ -186,7 +186,7 @@ def plot_inception(log_paths, out_path='', reference='auto', reference_log=REFER
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=errors.DocHelpFormatter)
   parser.add_argument('logs', nargs='+',
                       help='Inception-metrics logs, logs_root/<experiment name>_log.jsonl')
   parser.add_argument('--out', default='',
@@ -194,7 +194,7 @@ def main(argv=None):
                            '(default: <first log without _log.jsonl>_inception.png)')
   parser.add_argument('--reference', default='auto', choices=['auto', 'on', 'off'],
                       help='Overlay the released run\'s curve: auto = when a log name has the '
-                           'dataset I128 or I128_hdf5 (default: %(default)s)')
+                           'dataset I128 or I128_hdf5')
   parser.add_argument('--reference_log', default=REFERENCE_LOG,
                       help='The reference curve (default: the shipped '
                            'logs/BigGAN_ch96_bs256x8.jsonl)')

@@ -193,14 +193,14 @@ def _plot_singular_values(ax, svs, title):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=errors.DocHelpFormatter)
   parser.add_argument('logdir', help='The run\'s log folder, logs_root/<experiment name>')
   parser.add_argument('--out', default='',
                       help='Image file (.png, .pdf, .svg), or a folder to put '
                            '<experiment name>_training.png in (default: next to the folder)')
   parser.add_argument('--window', type=int, default=0,
                       help='Records per running mean of the losses; 0 = about 2%% of the run, '
-                           '1 = no smoothing (default: %(default)s)')
+                           '1 = no smoothing')
   args = parser.parse_args(argv)
   print('wrote %s' % plot_training(args.logdir, args.out, args.window))
 
