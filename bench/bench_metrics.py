@@ -31,7 +31,6 @@ Usage:
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import devices  # noqa: E402
 import errors  # noqa: E402
 import inception_utils  # noqa: E402
 import metrics  # noqa: E402
@@ -67,6 +67,7 @@ def prepare_parser():
       help='Which parts to run, comma-separated')
   add('--child', type=str, default='',
       help='Internal: run one part-1 measurement, SIZE:MODE:CACHE_FILE')
+  devices.add_device_flag(parser)
   return parser
 
 
@@ -94,33 +95,35 @@ def streamed_moments(x, logits=False):
 
 
 class Clock(object):
-  """Wall and CPU seconds of the named steps timed with `with clock(name):`."""
+  """Wall and CPU seconds of the named steps timed with `with clock(name):`, each read once the
+  device has finished the step's work."""
 
-  def __init__(self):
-    self.wall, self.cpu = {}, {}
+  def __init__(self, device='cpu'):
+    self.wall, self.cpu, self.device = {}, {}, device
 
   def __call__(self, name):
     clock = self
 
     class Step(object):
       def __enter__(self):
-        self.start = time.perf_counter(), time.process_time()
+        self.start = devices.clock(clock.device), time.process_time()
 
       def __exit__(self, *exc):
-        clock.wall[name] = time.perf_counter() - self.start[0]
+        clock.wall[name] = devices.clock(clock.device) - self.start[0]
         clock.cpu[name] = time.process_time() - self.start[1]
     return Step()
 
 
-def child(spec):
+def child(spec, device):
   """One part-1 run in this process; prints one JSON line."""
   import warnings
   warnings.simplefilter('ignore', RuntimeWarning)  # few images per class for IFID
   size, mode, cache_file = spec.split(':')
   n = int(size)
-  fake, fake_labels = features(n, 1, 0.05)
-  real, real_labels = features(n, 2, 0.0)
-  clock = Clock()
+  fake, fake_labels = [t.to(device) for t in features(n, 1, 0.05)]
+  real, real_labels = [t.to(device) for t in features(n, 2, 0.0)]
+  clock = Clock(device)
+  devices.reset_peak(device)
   with clock('moments'):
     source_stats = streamed_moments(fake, logits=True)
   cache = metrics.ReferenceCache(cache_file, {'bench': n})
@@ -141,30 +144,32 @@ def child(spec):
                               CONFIG)
   results.pop('IFID_classes')
   print(json.dumps({'wall': clock.wall, 'cpu': clock.cpu, 'results': results,
-                    'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.}))
+                    'peak_mb': devices.peak_mib(device)}))
 
 
-def run_child(spec):
-  out = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', spec],
+def run_child(spec, device):
+  out = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', spec, '--device',
+                        device],
                        capture_output=True, text=True)
   if out.returncode:
     raise RuntimeError(out.stderr[-3000:])
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def part1(sizes):
-  print('Part 1: all metrics on synthetic d = %d features (%d threads)' % (
-      DIM, torch.get_num_threads()))
+def part1(sizes, device):
+  print('Part 1: all metrics on synthetic d = %d features (%d threads), %s' % (
+      DIM, torch.get_num_threads(), devices.describe(device)))
   with tempfile.TemporaryDirectory() as tmp:
     for n in sizes:
       cache = os.path.join(tmp, 'ref_%d.npz' % n)
       for mode in ('cold', 'warm'):
-        r = run_child('%d:%s:%s' % (n, mode, cache))
+        r = run_child('%d:%s:%s' % (n, mode, cache), device)
         wall, cpu = r['wall'], r['cpu']
         steps = [k for k in wall if k not in ('moments', 'metrics')]
         total = [sum(t[k] for k in steps) for t in (wall, cpu)]
-        print('  N = %6d %-4s %7.1f s wall, %7.1f s CPU, peak RSS %5.0f MB (goal at 50k: 60 s, '
-              '2048 MB)' % (n, mode, total[0], total[1], r['peak_mb']))
+        print('  N = %6d %-4s %7.1f s wall, %7.1f s CPU, peak %s %5.0f MB (goal at 50k: 60 s, '
+              '2048 MB)' % (n, mode, total[0], total[1],
+                            'CUDA memory' if devices.is_cuda(device) else 'RSS', r['peak_mb']))
         print('    %s; the moments in each pass %.1f s (%.1f s CPU)' % (
             ', '.join('%s %.1f s (%.1f)' % (k, wall[k], cpu[k]) for k in steps),
             wall['moments'], cpu['moments']))
@@ -197,19 +202,21 @@ def naive(fake, real, subsets, subset_size):
           'coverage': (cross.min(0) < r5).mean()}
 
 
-def part2(n):
-  print('Part 2: metrics.py against a straightforward implementation, N = %d' % n)
+def part2(n, device):
+  print('Part 2: metrics.py against a straightforward implementation (on the CPU), N = %d, '
+        'metrics.py on %s' % (n, devices.describe(device)))
   fake, labels = features(n, 1, 0.05)
   real, _ = features(n, 2, 0.0)
   size = min(CONFIG['kid_subset_size'], n)
   start = time.perf_counter()
   reference = naive(fake.numpy(), real.numpy(), CONFIG['kid_subsets'], size)
   naive_s = time.perf_counter() - start
-  start = time.perf_counter()
+  fake, real, labels = fake.to(device), real.to(device), labels.to(device)
+  start = devices.clock(device)
   ref = metrics.Reference('REF', n, features=real, labels=labels)
   ours = metrics.compute(['KID', 'PR', 'DC'], metrics.Collection(None, fake, labels), ref,
                          dict(CONFIG, kid_subset_size=size))
-  ours_s = time.perf_counter() - start
+  ours_s = devices.clock(device) - start
   difference = max(abs(ours[k] - reference[k]) / max(abs(reference[k]), 1e-6)
                    for k in reference)  # KID_std is ~0 when the subsets hold every image
   print('  straightforward %.1f s (3 full %d x %d float64 matrices: %.0f MB), metrics.py %.1f s '
@@ -217,7 +224,7 @@ def part2(n):
         % (naive_s, n, n, 3 * n * n * 8 / 2 ** 20, ours_s, naive_s / ours_s, difference))
 
 
-def part3(count):
+def part3(count, device):
   import datasets
   print('Part 3: evaluate.py, %d Shapes images vs %d others (TF network, random weights)'
         % (count, count))
@@ -231,7 +238,8 @@ def part3(count):
     argv = [sys.executable, os.path.join(ROOT, 'evaluate.py'), os.path.join(tmp, 'source.npz'),
             '--ref', os.path.join(tmp, 'ref.npz'), '--metrics', ','.join(NAMES),
             '--inception_net', 'tf', '--inception_weights', weights, '--num_workers', '0',
-            '--kid_subset_size', str(min(1000, count)), '--json', os.path.join(tmp, 'out.json')]
+            '--kid_subset_size', str(min(1000, count)), '--json', os.path.join(tmp, 'out.json'),
+            '--device', device]
     for label in ('first run (REF pass, cached)', 'second run (REF from the cache)'):
       start = time.perf_counter()
       out = subprocess.run(argv, capture_output=True, text=True)
@@ -243,15 +251,16 @@ def part3(count):
 
 def main():
   config = vars(prepare_parser().parse_args())
+  device = str(devices.pick(config['device']))
   if config['child']:
-    return child(config['child'])
+    return child(config['child'], device)
   parts = config['parts'].split(',')
   if '1' in parts:
-    part1([int(s) for s in config['sizes'].split(',') if s])
+    part1([int(s) for s in config['sizes'].split(',') if s], device)
   if '2' in parts:
-    part2(config['naive_size'])
+    part2(config['naive_size'], device)
   if '3' in parts:
-    part3(config['evaluate_images'])
+    part3(config['evaluate_images'], device)
 
 
 if __name__ == '__main__':
