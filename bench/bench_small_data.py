@@ -47,6 +47,7 @@ sys.path.insert(0, os.path.join(ROOT, 'bench'))
 
 import config as configuration  # noqa: E402
 import datasets  # noqa: E402
+import devices  # noqa: E402
 import errors  # noqa: E402
 import inception_utils  # noqa: E402
 import metrics  # noqa: E402
@@ -168,13 +169,15 @@ class Finished(Exception):
   pass
 
 
-def run_recipe(folder, resolution, flags, points, by_minutes, reference, workdir, seed=0):
+def run_recipe(folder, resolution, flags, points, by_minutes, reference, workdir, seed=0,
+               device='auto'):
   """Train with `flags` and score G_ema at each point (minutes of training or iterations);
   returns one dict per point."""
   # The bench's own flags last: they override a recipe's length, saving and evaluation.
   control = ['--dataset', folder, '--resolution', str(resolution), '--base_root', workdir,
              '--experiment_name', 'run', '--seed', str(seed), '--num_iters', '10000000',
-             '--num_epochs', '1000000', '--save_every', '100000000', '--test_every', '100000000']
+             '--num_epochs', '1000000', '--save_every', '100000000', '--test_every', '100000000',
+             '--device', device]
   config = vars(configuration.prepare_parser().parse_args(shlex.split(flags) + control))
   rows, pending = [], list(points)
   clock = {'start': time.time(), 'paused': 0.0}
@@ -186,6 +189,7 @@ def run_recipe(folder, resolution, flags, points, by_minutes, reference, workdir
 
     def train_step(x, y):
       out = step(x, y)
+      devices.sync(x.device)  # the step's queued work is part of the training time
       elapsed = time.time() - clock['start'] - clock['paused']
       due = (elapsed >= pending[0] * 60) if by_minutes else (state_dict['itr'] >= pending[0])
       if due:
@@ -242,11 +246,13 @@ def main():
   parser.add_argument('--out', default='',
                       help='CSV file to append the rows to (default: <root>/results.csv)')
   parser.add_argument('--threads', type=int, default=2, help='torch threads')
+  devices.add_device_flag(parser)
   args = parser.parse_args()
   for item in args.tries:
     name, _, flags = item.partition('=')
     RECIPES[name] = flags
-  recipes = [r for r in args.recipes.split(',') if r] + [t.partition('=')[0] for t in args.tries]
+  recipes = list(dict.fromkeys(  # each once, in order
+      [r for r in args.recipes.split(',') if r] + [t.partition('=')[0] for t in args.tries]))
   unknown = [r for r in recipes if r not in RECIPES]
   if unknown:
     parser.error('unknown recipe(s) %s; choose from %s' % (', '.join(unknown), ', '.join(RECIPES)))
@@ -271,7 +277,7 @@ def main():
       print('\n=== %s, %s: %s' % (name, recipe, flags.strip()), flush=True)
       workdir = os.path.join(args.root, 'runs', '%s_%s_%d' % (name, recipe, int(time.time())))
       rows = run_recipe(folder, resolution, flags, points, by_minutes, references[kind, resolution],
-                        workdir)
+                        workdir, device=args.device)
       new = not os.path.exists(out)
       with open(out, 'a', newline='') as f:
         writer = csv.DictWriter(f, FIELDS + ('flags',))
