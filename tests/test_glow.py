@@ -227,8 +227,8 @@ def test_untrained_bits_per_dim_on_uniform_noise():
   s = 1 / (1 + math.exp(-2))
   gap = 0.5 * math.log(2 * math.pi * math.e / 12)
   scale_gap = (1 - 2 ** -L) * (s * s / 2 - 0.5 - math.log(s))
-  bias = sum(2 ** -l * (C + 3) / (4 * B * (R >> (l + 1)) ** 2)
-             for l, C in enumerate([12, 24]))
+  bias = sum(2 ** -level * (C + 3) / (4 * B * (R >> (level + 1)) ** 2)
+             for level, C in enumerate([12, 24]))
   tol = (4 * math.sqrt(0.5 / (B * D)) + bias) / math.log(2)
   for bits in (8, 5):
     bpd = {}
