@@ -26,8 +26,10 @@ glow_checkpoint: the backward pass rebuilds each flow step's input from its outp
 invertible) instead of keeping it, so training memory beyond the model's own tensors does not
 grow with depth (ReversibleStep).
 
-Glow.Generator is this class too, so a later `--model Glow` finds the flow under the name train.py
-builds G with (the flow then lives in G.pth); the BigGAN keys in config are ignored.
+Glow.Generator is the flow with its optimizer, the G that train.py builds for --model Glow (the
+flow lives in G.pth); glow_fns.py trains, evaluates and samples it. The flags (add_glow_flags,
+add_glow_sample_flags: config.py's flag table calls them), their checks (check_flags) and the
+experiment name's parts (name_parts) are here, with the model's options.
 """
 import math
 
@@ -42,7 +44,7 @@ import distributed
 import layers
 from errors import UserError
 
-# The model's options and their defaults (they become --flags when train.py learns --model Glow).
+# The model's options and their defaults (--flags through add_glow_flags).
 defaults = {
     'glow_levels': 3,           # L: levels (squeeze, K steps, split); resolution must divide by 2^L
     'glow_depth': 32,           # K: flow steps per level
@@ -54,6 +56,68 @@ defaults = {
     'n_bits_x': 8,              # bits per colour value the images are quantised to (1-8)
     'glow_checkpoint': False,   # backward pass rebuilds each step's input from its output
 }
+
+# The training function's options (glow_fns.py), also --flags. OpenAI's code trains with Adamax
+# at 1e-3 and beta1 0.9 after a linear warm-up.
+training_defaults = {
+    'glow_lr': 1e-3,
+    'glow_optimizer': 'adamax',
+    'glow_B1': 0.9,
+    'glow_B2': 0.999,
+    'glow_warmup': 1000,
+    'glow_grad_clip': 0.0,
+    'glow_test_images': 1000,
+    'temperature': None,
+}
+DEFAULT_TEMPERATURE = 0.7  # OpenAI's samples
+OPTIMIZERS = ('adam', 'adamax')
+
+HELP = {
+    'glow_levels': 'Glow: levels L, each a squeeze, K flow steps and (but the last) a split; '
+                   'the resolution must be divisible by 2^L',
+    'glow_depth': 'Glow: flow steps K per level (actnorm, invertible 1x1 conv, coupling)',
+    'glow_hidden': 'Glow: channels of the two hidden layers of every coupling network',
+    'glow_lu': 'Glow: LU-decomposed 1x1 convolutions (log-determinant without a determinant)',
+    'glow_coupling': 'Glow: affine (shift and sigmoid scale) or additive couplings',
+    'glow_ycond': 'Glow: class-conditional top prior, with a class-prediction loss on the top '
+                  'latent',
+    'glow_weight_y': 'Glow: weight of the class-prediction loss (bits) with --glow_ycond',
+    'n_bits_x': 'Glow: bits per colour value the images are quantised to (1 to 8); bits/dim is '
+                'of the quantised images',
+    'glow_checkpoint': 'Glow: the backward pass rebuilds each flow step\'s input from its output '
+                       '(activation memory flat in depth, one more forward per step)',
+    'glow_lr': 'Glow: learning rate after the warm-up',
+    'glow_optimizer': 'Glow: adam or adamax',
+    'glow_B1': 'Glow: the optimizer\'s beta1',
+    'glow_B2': 'Glow: the optimizer\'s beta2 (epsilon: --adam_eps)',
+    'glow_warmup': 'Glow: iterations of linear learning-rate warm-up from 0 (0: none)',
+    'glow_grad_clip': 'Glow: clip the gradients\' global norm to this value (0: no clipping)',
+    'glow_test_images': 'Glow: held-out images whose bits/dim are measured every --test_every '
+                        'iterations (the test split of C10/C100; for Shapes other images; for '
+                        'folders and HDF5 files at most a tenth of the images, kept out of '
+                        'training)',
+    'temperature': 'Glow: scale of the priors\' standard deviations when sampling, in training\'s '
+                   'samples and in sample.py (default: %g)' % DEFAULT_TEMPERATURE,
+}
+
+MANIPULATION_IMAGES = 256  # per side of a --glow_manipulate direction
+SAMPLE_HELP = {
+    'encode': 'Glow: with --sample_interps, also interpolate between real images (encoded, '
+              'interpolated per level by --interp_method, decoded); the images come from '
+              '--encode_images',
+    'encode_images': 'Glow: the real images for --encode and --glow_manipulate: a --dataset '
+                     'value (a name, an image folder or an .hdf5) (default: --dataset)',
+    'encode_count': 'Glow: real images (sheet rows) that --encode and --glow_manipulate use',
+    'glow_manipulate': 'Glow: A,B: add alpha x (mean latent of A - mean latent of B) to real '
+                       'images\' latents (means over up to %d images each); A and B are '
+                       'classes of --encode_images (names or indices) or two image folders'
+                       % MANIPULATION_IMAGES,
+    'glow_alphas': 'Glow: the comma-separated alphas of --glow_manipulate, each in [-1, 1] '
+                   '(a list that starts with "-" is written --glow_alphas=-1,0,1)',
+}
+sample_defaults = {'encode': False, 'encode_images': '', 'encode_count': 8,
+                   'glow_manipulate': '', 'glow_alphas': '-1,-0.5,0,0.5,1'}
+CHOICES = {'glow_coupling': ('affine', 'additive'), 'glow_optimizer': OPTIMIZERS}
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -82,6 +146,124 @@ def check_options(o, resolution, n_classes):
   need(resolution % size == 0,
        'resolution %d is not divisible by 2^glow_levels = %d: use fewer --glow_levels or a '
        'resolution that is a multiple of %d' % (resolution, size, size))
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags, checks and experiment names (for config's flag table and train.py / sample.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def _add_flags(parser, table, helps):
+  """One flag per entry of `table` (its default) with its help text (config.HelpFormatter adds
+  the defaults to --help)."""
+  for key, value in table.items():
+    text = '(new) %s' % helps[key]
+    if isinstance(value, bool):
+      parser.add_argument('--' + key, action='store_true', default=value, help=text)
+    else:
+      parser.add_argument('--' + key, type=type(value) if value is not None else float,
+                          default=value, choices=CHOICES.get(key), help=text)
+  return parser
+
+
+def add_glow_flags(parser):
+  """Glow's model and training flags (every one named glow_*, but n_bits_x and temperature)."""
+  return _add_flags(parser, {**defaults, **training_defaults}, HELP)
+
+
+def add_glow_sample_flags(parser):
+  """sample.py's flags for Glow: encoding real images, interpolating and manipulating them."""
+  return _add_flags(parser, sample_defaults, SAMPLE_HELP)
+
+
+def temperature(config):
+  value = config.get('temperature')
+  return DEFAULT_TEMPERATURE if value is None else value
+
+
+def alphas(config):
+  """--glow_alphas as floats."""
+  try:
+    values = [float(a) for a in str(config.get('glow_alphas', '')).split(',')]
+  except ValueError:
+    values = []
+  if not values or not all(-1 <= a <= 1 for a in values):
+    raise UserError('--glow_alphas %s must be comma-separated numbers in [-1, 1], e.g. '
+                    '-1,-0.5,0,0.5,1' % config.get('glow_alphas'))
+  return values
+
+
+def manipulation(config):
+  """--glow_manipulate A,B as (A, B), or None."""
+  spec = config.get('glow_manipulate') or ''
+  if not spec:
+    return None
+  parts = [part.strip() for part in spec.split(',')]
+  if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+    raise UserError('--glow_manipulate %s must be two different classes or folders A,B (the '
+                    'direction is mean latent of A - mean latent of B), e.g. red_circle,'
+                    'blue_circle' % spec)
+  return tuple(parts)
+
+
+# Flags of other families that mean nothing for Glow (what to use instead).
+NOT_FOR_GLOW = {'truncation': 'use --temperature', 'sample_trunc_curves': 'use --temperature',
+                'accumulate_stats': 'the flow has no batch norm', 'parallel': 'use torchrun',
+                'sample_shapes_accuracy': 'it scores class-conditional BigGANs',
+                'compile': 'the flow is not compiled'}
+
+
+def check_flags(config):
+  """UserError, before any work, for Glow's flags with another --model and for flags Glow cannot
+  honour (the architecture's own checks: check_options)."""
+  def need(condition, message):
+    if not condition:
+      raise UserError(message)
+  glow = config.get('model') == 'Glow'
+  if not glow:
+    tables = {**defaults, **training_defaults, **sample_defaults}
+    for key, value in tables.items():
+      need(config.get(key, value) == value, '--%s is an option of --model Glow; drop it for '
+           '--model %s' % (key, config.get('model')))
+    need(config.get('which_best') != 'test_bpd', '--which_best test_bpd is Glow\'s held-out '
+         'bits/dim: use it with --model Glow')
+    return
+  check_options(options(config), config['resolution'], config['n_classes'])
+  for key, instead in NOT_FOR_GLOW.items():
+    need(not config.get(key), '--%s is not used by --model Glow: %s' % (key, instead))
+  need(config.get('which_best', 'IS') in ('IS', 'test_bpd'), '--which_best %s: Glow keeps its '
+       'best copies by the lowest held-out bits/dim; use --which_best test_bpd or leave it out'
+       % config.get('which_best'))
+  o = {**training_defaults, **sample_defaults, **config}
+  need(o['glow_lr'] >= 0, '--glow_lr must be a number >= 0 (got %s)' % o['glow_lr'])
+  for key in ('glow_B1', 'glow_B2'):
+    need(0 <= o[key] < 1, '--%s must be in [0, 1) (got %s)' % (key, o[key]))
+  for key in ('glow_warmup', 'glow_grad_clip'):
+    need(o[key] >= 0, '--%s must not be negative (0 is off; got %s)' % (key, o[key]))
+  need(o['glow_test_images'] >= 1, '--glow_test_images must be at least 1 (got %s)'
+       % o['glow_test_images'])
+  need(o['temperature'] is None or 0 <= o['temperature'] < math.inf,
+       '--temperature must be a number >= 0 (got %s)' % o['temperature'])
+  need(o['encode_count'] >= 2, '--encode_count must be at least 2 (got %s)' % o['encode_count'])
+  alphas(o)
+  manipulation(o)
+
+
+def name_parts(config):
+  """The parts of a Glow experiment's name (the model, the data, then what changes the numbers;
+  not --glow_checkpoint, --amp or other speed options)."""
+  o = {**defaults, **training_defaults, **config}
+  when = lambda condition, part: part if condition else None  # noqa: E731
+  accumulations = config.get('num_G_accumulations', 1)
+  parts = ['Glow', config.get('dataset_tag') or config['dataset'], 'seed%d' % config['seed'],
+           'L%d' % o['glow_levels'], 'K%d' % o['glow_depth'], 'hidden%d' % o['glow_hidden'],
+           o['glow_coupling'], when(o['glow_lu'], 'LU'),
+           when(o['glow_ycond'], 'ycond%g' % o['glow_weight_y']), 'nbits%d' % o['n_bits_x'],
+           'bs%d' % config['batch_size'], when(accumulations > 1, 'acc%d' % accumulations),
+           o['glow_optimizer'], 'lr%2.1e' % o['glow_lr'], 'warmup%d' % o['glow_warmup'],
+           when(o['glow_grad_clip'] > 0, 'clip%g' % o['glow_grad_clip']),
+           when(config.get('ema'), 'ema'), config.get('name_suffix')]
+  return [part for part in parts if part]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,8 +403,9 @@ class InvConv(FlowLayer):
       return
     p, lower, upper = torch.linalg.lu(w)
     s = torch.diagonal(upper)
-    self.register_buffer('p', p)
-    self.register_buffer('sign_s', torch.sign(s))
+    # Fixed, and integer so that an EMA of the model (utils.ema) copies them instead of averaging.
+    self.register_buffer('p', p.to(torch.int8))
+    self.register_buffer('sign_s', torch.sign(s).to(torch.int8))
     self.lower = P(torch.tril(lower, -1))
     self.upper = P(torch.triu(upper, 1))
     self.log_s = P(torch.log(torch.abs(s)))
@@ -233,7 +416,7 @@ class InvConv(FlowLayer):
     eye = torch.eye(self.lower.shape[0], dtype=self.lower.dtype, device=self.lower.device)
     lower = torch.tril(self.lower, -1) + eye
     upper = torch.triu(self.upper, 1) + torch.diag(self.sign_s * torch.exp(self.log_s))
-    return self.p @ lower @ upper
+    return self.p.to(lower.dtype) @ lower @ upper
 
   def log_det(self):
     if self.lu:
@@ -394,6 +577,12 @@ class ReversibleStep(torch.autograd.Function):
     return (grad_y, None, None, None, None) + tuple(grads.get(i) for i in ctx.param_ids)
 
 
+def draw(mean, logs, temperature, generator=None):
+  """A sample of N(mean, (temperature * exp(logs))^2), from `generator` when given."""
+  noise = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device, generator=generator)
+  return mean + torch.exp(logs) * temperature * noise
+
+
 def squeeze(x):
   """(B, C, H, W) -> (B, 4C, H/2, W/2): each 2x2 block of pixels becomes 4 channels."""
   B, C, H, W = x.shape
@@ -424,11 +613,10 @@ class SplitPrior(nn.Module):
     z1, z2 = x[:, :self.half], x[:, self.half:]
     return z1, z2, gaussian_log_density(z2, *self.prior(z1))
 
-  def reverse(self, z1, z2=None, temperature=1.0):
+  def reverse(self, z1, z2=None, temperature=1.0, generator=None):
     """(z1, z2) -> x; z2 None: drawn from the prior at this temperature (std scaled by it)."""
     if z2 is None:
-      mean, logs = self.prior(z1)
-      z2 = mean + torch.exp(logs) * temperature * torch.randn_like(mean)
+      z2 = draw(*self.prior(z1), temperature, generator)
     return torch.cat([z1, z2.to(z1.dtype)], 1)
 
 
@@ -495,13 +683,15 @@ class Glow(nn.Module):
 
   # ---- encoding ----
 
-  def preprocess(self, x, dequantize=True):
-    """Images in [-1, 1] -> the flow's input v in [-0.5, 0.5] (see the module docstring)."""
+  def preprocess(self, x, dequantize=True, generator=None):
+    """Images in [-1, 1] -> the flow's input v in [-0.5, 0.5] (see the module docstring); the
+    dequantisation noise from `generator` when given."""
     if not dequantize:
       return x / 2
     pixels = torch.round((x + 1) * 127.5).clamp(0, 255)  # the loader's integer values, exactly
     bins = torch.floor(pixels / 2 ** (8 - self.n_bits_x))
-    return (bins + torch.rand_like(bins)) / self.n_bins - 0.5
+    noise = torch.rand(bins.shape, dtype=bins.dtype, device=bins.device, generator=generator)
+    return (bins + noise) / self.n_bins - 0.5
 
   def _steps(self, steps, x, logdet):
     """x through a level's flow steps, their log-dets added to logdet. With glow_checkpoint and
@@ -537,11 +727,11 @@ class Glow(nn.Module):
     logp = logp + gaussian_log_density(x, *self.top.prior(y, x.shape))
     return zs, logdet, logp
 
-  def forward(self, x, y=None, dequantize=True):
+  def forward(self, x, y=None, dequantize=True, generator=None):
     """Images x in [-1, 1] (and labels y) -> (latents per level, objective per image): the
     log-likelihood in nats of the image quantised to n_bits_x, log p(v) - D log 2^n_bits (a
     lower bound in expectation over the dequantisation noise)."""
-    zs, logdet, logp = self.encode(self.preprocess(x, dequantize), y)
+    zs, logdet, logp = self.encode(self.preprocess(x, dequantize, generator), y)
     return zs, logdet + logp - self.dims * math.log(self.n_bins)
 
   def bits_per_dim(self, objective):
@@ -563,9 +753,9 @@ class Glow(nn.Module):
   def initialized(self):
     return all(bool(m.initialized) for m in self.modules() if isinstance(m, ActNorm))
 
-  def decode(self, zs=None, y=None, temperature=1.0, batch_size=None):
+  def decode(self, zs=None, y=None, temperature=1.0, batch_size=None, generator=None):
     """Latents per level -> v. zs None, or entries None: drawn from the priors with their
-    standard deviations scaled by temperature."""
+    standard deviations scaled by temperature (from `generator` when given)."""
     zs = list(zs) if zs is not None else [None] * self.n_levels
     if len(zs) != self.n_levels:
       raise ValueError('reverse needs %d latents (one per level), got %d'
@@ -575,22 +765,64 @@ class Glow(nn.Module):
          else batch_size if batch_size else 1)
     x = zs[-1]
     if x is None:
-      mean, logs = self.top.prior(y, (n,) + self.shapes[-1])
-      x = mean + torch.exp(logs) * temperature * torch.randn_like(mean)
+      x = draw(*self.top.prior(y, (n,) + self.shapes[-1]), temperature, generator)
     for level in reversed(range(self.n_levels)):
       if level < self.n_levels - 1:
-        x = self.splits[level].reverse(x, zs[level], temperature)
+        x = self.splits[level].reverse(x, zs[level], temperature, generator)
       for step in reversed(self.levels[level]):
         x = step.reverse(x)
       x = unsqueeze(x)
     return x
 
-  def reverse(self, zs=None, y=None, temperature=1.0, batch_size=None):
-    """Latents per level (as forward returns them; None entries sampled) -> images in [-1, 1]."""
+  def reverse(self, zs=None, y=None, temperature=1.0, batch_size=None, generator=None):
+    """Latents per level (as forward returns them; None entries sampled) -> images in [-1, 1].
+    A latent far in a prior's tail can overflow the inverse couplings (exp of a large negative
+    scale logit; seen with briefly trained flows at temperature 0.7): such pixels come out as
+    -1 or 1 (infinities) or 0 (NaN), so that one sample does not poison a sheet's scaling."""
     if not self.initialized():
       raise RuntimeError('the flow has seen no data: actnorm initialises itself from the first '
                          'batch passed forward; run forward on a batch or load trained weights')
-    return (2 * self.decode(zs, y, temperature, batch_size)).clamp(-1, 1)
+    x = 2 * self.decode(zs, y, temperature, batch_size, generator)
+    return torch.nan_to_num(x, nan=0.0).clamp(-1, 1)
 
 
-Generator = Glow
+def optimizer_settings(config):
+  """The optimizer's lr, betas and eps: --glow_lr, --glow_B1, --glow_B2, --adam_eps."""
+  o = {**training_defaults, **config}
+  return {'lr': o['glow_lr'], 'betas': (o['glow_B1'], o['glow_B2']),
+          'eps': config.get('adam_eps', 1e-8)}
+
+
+def make_optimizer(params, config):
+  """--glow_optimizer: Adam or Adamax, with optimizer_settings."""
+  which = (torch.optim.Adamax if config.get('glow_optimizer', training_defaults['glow_optimizer'])
+           == 'adamax' else torch.optim.Adam)
+  return which(params, **optimizer_settings(config))
+
+
+class Generator(Glow):
+  """The flow as train.py builds G (--model Glow): with its optimizer G.optim unless no_optim, as
+  the BigGAN families keep theirs (models.Model). The BigGAN keys of the config are ignored."""
+
+  def __init__(self, resolution=32, n_classes=1000, no_optim=False, **config):
+    super(Generator, self).__init__(resolution, n_classes, **config)
+    if not no_optim:
+      self.optim = make_optimizer(self.parameters(), config)
+
+
+class Objective(nn.Module):
+  """flow.loss(x, y) as one forward, so that DistributedDataParallel sees every parameter used
+  inside its forward (the class-prediction head included)."""
+
+  def __init__(self, flow):
+    super(Objective, self).__init__()
+    self.flow = flow
+
+  def forward(self, x, y):
+    return self.flow.loss(x, y)
+
+
+def G_D(G, D=None):
+  """What train.py's step calls and DDP wraps (the BigGAN families' G_D): the flow's objective;
+  there is no D."""
+  return Objective(G)

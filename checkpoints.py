@@ -2,7 +2,8 @@
 experiment folder.
 
 A save is the set weights_root/<exp>/{G, G_optim, D, D_optim, G_ema, state_dict}{_suffix}.pth,
-exactly the files the original writes and reads (suffixes: '', copy{n}, best{n}).
+exactly the files the original writes and reads (suffixes: '', copy{n}, best{n}); a family
+without D (Glow) has no D, D_optim.
 
 Atomic: the model files of a set are first written in full to <file>.new (flushed and fsynced);
 the state file is written to state_dict<_suffix>.pth.part, fsynced, and only then renamed to

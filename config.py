@@ -13,7 +13,6 @@ its own module. Bad values are errors.UserError with a one-line message, raised 
 The config flows as in the original: argparse -> vars() -> dict -> **config; utils.py re-exports
 the original's names (utils.prepare_parser, utils.name_from_config, ...).
 """
-import argparse
 import hashlib
 import math
 import os
@@ -24,6 +23,7 @@ import torch.nn as nn
 import augment
 import datasets
 import errors
+import Glow
 import inception_utils
 import layers
 import losses
@@ -46,21 +46,7 @@ AMP_MODES = ('off', 'bf16', 'fp16')
 OLD_FP16_FLAGS = ('G_fp16', 'D_fp16', 'G_mixed_precision', 'D_mixed_precision')
 
 
-class HelpFormatter(argparse.HelpFormatter):
-  """--help appends every option's default, so no help text writes it out: "(default: X)",
-  "none" for an empty one, "on"/"off" for a switch. A help text that explains its default
-  itself (it says "(default") is left as it is."""
-
-  def _get_help_string(self, action):
-    text = action.help or ''
-    if ('(default' in text or not action.option_strings or action.default is argparse.SUPPRESS
-        or isinstance(action, argparse._HelpAction)):
-      return text
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-      return text + ' (default: %s)' % ('on' if action.default == action.const else 'off')
-    if action.default in ('', None):
-      return text + ' (default: none)'
-    return text + ' (default: %(default)s)'
+HelpFormatter = errors.HelpFormatter  # where the scripts that need no config find it too
 
 
 def _names(registry):
@@ -362,6 +348,7 @@ def prepare_parser():
       help='Log the singular values of D\'s SN layers')
   add('--sv_log_interval', type=int, default=10,
       help='Iterations between singular-value logs')
+  Glow.add_glow_flags(parser)  # --model Glow: glow_* flags, n_bits_x, temperature
   return parser
 
 
@@ -399,6 +386,7 @@ def add_sample_parser(parser):
   add('--interp_method', type=str, default='lerp', choices=sorted(sampling.INTERPOLATIONS),
       help='(new) How --sample_interps interpolates z and the class embedding: lerp (straight '
            'line, the original) or slerp (great circle)')
+  Glow.add_glow_sample_flags(parser)  # --model Glow: --encode, --glow_manipulate, ...
   return parser
 
 
@@ -414,6 +402,9 @@ def name_from_config(config):
   def when(condition, text):
     return text if condition else None
   c = config
+  if c['model'] == 'Glow':  # its own parts: levels, depth, hidden, ...
+    name = '_'.join(Glow.name_parts(c))
+    return hashname(name) if c['hashname'] else name
   parts = [
       'Big%s' % c['which_train_fn'],
       c.get('dataset_tag') or c['dataset'],
@@ -525,6 +516,7 @@ def _check(condition, message):
 
 def check_config(config):
   """Refuse contradictory or impossible flags before any work starts."""
+  Glow.check_flags(config)  # Glow's flags, and the flags of one family given to the other
   for key in ['batch_size', 'num_D_steps', 'num_D_accumulations', 'num_G_accumulations',
               'G_ch', 'D_ch', 'dim_z', 'num_G_SVs', 'num_D_SVs', 'num_G_SV_itrs',
               'num_D_SV_itrs', 'G_depth', 'D_depth']:
@@ -591,6 +583,9 @@ def check_metrics(config):
   names = metrics.monitored(config)
   _check(config['which_best'] != 'FID' or not config['no_fid'],
          '--which_best FID needs FID: drop --no_fid or use --which_best IS')
+  if config['which_best'] == 'test_bpd':  # Glow's held-out bits/dim (Glow.check_flags)
+    check_metric_options(config)
+    return names
   key = metrics.best_metric(config['which_best'])[0]
   _check(key in metrics.value_keys(names), '--which_best %s needs %s among --metrics %s: add it, '
          'or choose --which_best among %s' % (config['which_best'], key, config.get('metrics'),

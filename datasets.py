@@ -759,15 +759,18 @@ class EpochSampler(_Shards):
 def get_data_loaders(dataset, data_root=None, augment=False, batch_size=64, num_workers=8,
                      shuffle=True, load_in_mem=False, hdf5=False, pin_memory=True, drop_last=True,
                      start_itr=0, num_epochs=500, use_multiepoch_sampler=False, resolution=0,
-                     seed=0, **kwargs):
+                     seed=0, subset=None, **kwargs):
   """[train_loader] yielding (x float32 B x 3 x H x W in [-1, 1], y int64 B); call it with the
   whole config (unknown keys are ignored). batch_size is per process; under torch.distributed
   each global rank reads its own shard.
 
   With use_multiepoch_sampler, one pass over the loader is the whole run (MultiEpochSampler);
   otherwise one pass is one epoch and passes advance the epoch (EpochSampler). In both, start_itr
-  = batches already trained resumes exactly; loader.sampler.epoch_of(itr) gives the epoch."""
+  = batches already trained resumes exactly; loader.sampler.epoch_of(itr) gives the epoch.
+  subset(dataset) -> the part to train on, e.g. without a held-out split (glow_fns.training_set)."""
   train_set = open_dataset(dataset, data_root or 'data', resolution, augment, load_in_mem)
+  if subset is not None:
+    train_set = subset(train_set)
   if use_multiepoch_sampler:
     sampler = MultiEpochSampler(train_set, num_epochs, start_itr, batch_size, seed=seed)
   else:

@@ -105,20 +105,26 @@ class ReplicatedG_D(models.G_D):
     return self.D if train_G else self.replicas['D']
 
 
-def wrap(GD, ctx):
-  """G_D with DistributedDataParallel replicas of G and D (.replicas['G'/'D']) under torchrun,
-  else GD itself."""
-  if not ctx.distributed:
-    return GD
+def replica(module, ctx):
+  """module under DistributedDataParallel. Buffers are not broadcast each step: SN vectors evolve
+  identically on every rank, BN statistics are synchronised where they matter (cross_replica, or
+  sync_buffers before eval), and Glow's actnorm initialises from every rank's batch."""
   device_ids = [torch.device(ctx.device).index] if ctx.device.startswith('cuda') else None
-  # Buffers are not broadcast each step: SN vectors evolve identically on every rank, and BN
-  # statistics are synchronised where they matter (cross_replica, or sync_buffers before eval).
   options = dict(device_ids=device_ids)
   params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
   sync = 'forward_sync_buffers' if 'forward_sync_buffers' in params else 'broadcast_buffers'
   options[sync] = False
-  replicas = {'G': nn.parallel.DistributedDataParallel(GeneratorWithEmbedding(GD.G), **options),
-              'D': nn.parallel.DistributedDataParallel(GD.D, **options)}
+  return nn.parallel.DistributedDataParallel(module, **options)
+
+
+def wrap(GD, ctx):
+  """G_D with DistributedDataParallel replicas of G and D (.replicas['G'/'D']) under torchrun,
+  else GD itself; a family's G_D without D (Glow.G_D: the flow's objective) is one replica."""
+  if not ctx.distributed:
+    return GD
+  if getattr(GD, 'D', None) is None:
+    return replica(GD, ctx)
+  replicas = {'G': replica(GeneratorWithEmbedding(GD.G), ctx), 'D': replica(GD.D, ctx)}
   return ReplicatedG_D(GD.G, GD.D, replicas)
 
 

@@ -278,6 +278,9 @@ def open_weights(role, path, config, given, device, num_images, names):
   root, experiment = os.path.split(os.path.normpath(os.path.abspath(path)))
   cfg = dict(config, weights_root=root, experiment_name=experiment, config_from_name=True)
   cfg = sample_script.config_from_checkpoint(cfg, given)
+  if cfg['model'] == 'Glow':
+    raise errors.UserError('%s is a Glow run: write its samples with sample.py --model Glow '
+                           '--sample_npz (at --temperature) and evaluate the .npz' % path)
   # The run's own metric flags do not concern sampling (and may not suit this command's).
   cfg.update(metrics=metrics.DEFAULT_METRICS, which_best='IS', no_fid=False)
   cfg = configuration.prepare_config(cfg)

@@ -1,7 +1,8 @@
 """What the model families share: construction plumbing, initialisation, the optimizer, D's head.
 
 A model family is a module next to train.py named by --model (BigGAN.py, BigGANdeep.py, or a
-file of your own) with Generator and Discriminator classes taking **config. The BigGAN families
+file of your own) with Generator and Discriminator classes taking **config (Glow.py, a flow
+trained by likelihood in glow_fns.py, has a Generator and no Discriminator). The BigGAN families
 derive from the bases here, which keep the original's layout: the attributes it set (G.dim_z,
 G.n_classes, G.shared, ...), the optimizer inside the model (G.optim, D.optim) and the module
 order that fixes state_dict keys and the optimizer's parameter order.
@@ -20,7 +21,7 @@ import layers
 from errors import UserError
 
 # The families shipped with the project (any importable module name also works as --model).
-FAMILIES = ('BigGAN', 'BigGANdeep')
+FAMILIES = ('BigGAN', 'BigGANdeep', 'Glow')
 
 
 def load_model_module(name):

@@ -36,6 +36,11 @@ base_root, batch_size, G_batch_size, use_ema and G_eval_mode stay the command li
 the roots, experiment_name, load_weights and device (where this run looks and writes), sample.py's
 own flags, and every flag given explicitly on the command line. A TF-Hub conversion samples with
 G in eval mode even without --G_eval_mode (its BN statistics are the converted ones).
+
+A Glow run (--model Glow, glow_fns.sample_modes) samples at --temperature instead of truncation;
+--sample_interps also writes interp0.jpg (between samples) and, with --encode, interp_real0.jpg
+(between real images of --encode_images), --glow_manipulate A,B writes manipulate_A_minus_B.jpg,
+and with --sample_npz each of them also goes to an .npz next to samples.npz.
 """
 import argparse
 import csv
@@ -50,6 +55,8 @@ from tqdm import trange
 import checkpoints
 import config as configuration
 import distributed
+import Glow
+import glow_fns
 import inception_utils
 import metrics as image_metrics
 import sampling
@@ -202,7 +209,8 @@ def sample_npz(sample, num_images, batch_size, path):
 def describe(config, z_, batch_size, weights, itr, network):
   """What IS/FID were measured on (the original's description, plus truncation and network)."""
   parts = ['weights %s' % weights,
-           'G in %s mode' % ('eval' if config['G_eval_mode'] else 'training'), z_.describe(),
+           'G in %s mode' % ('eval' if config['G_eval_mode'] else 'training'),
+           z_.describe() if z_ is not None else 'temperature %g' % Glow.temperature(config),
            '%d images' % config['num_inception_images']]
   if config['accumulate_stats'] or not config['G_eval_mode']:
     parts.append('batch size %d' % batch_size)
@@ -259,6 +267,8 @@ def can_plot_curve(csv_path):
 def run(config, given=()):
   """Sample as the flags say; returns {output name: path} and the metrics computed."""
   config, values = prepare(config, given)
+  # Glow's real images for --encode / --glow_manipulate, found before any work.
+  encoding = glow_fns.check_sampling(config) if config['model'] == 'Glow' else None
   device = distributed.pick_device(config['device'])
   shapes_labels = None
   if config['sample_shapes_accuracy']:  # a run on other classes fails now
@@ -272,6 +282,7 @@ def run(config, given=()):
   state_dict, weights = load_G(G, config, experiment_name)
   check_truncations(G, values + ([] if config['truncation'] is None else [config['truncation']]))
   s = Sampling(config, experiment_name, G, state_dict, weights, device)
+  s.encoding = encoding
   s.curve_path = '%s/truncation_curve_%s.csv' % (s.out, config['truncation_mode'])
   plot_curve = can_plot_curve(s.curve_path) if values else False
   # Only IS/FID need the Inception network and the moments (the original always loaded them).
@@ -314,6 +325,10 @@ class Sampling(object):
     """z_, y_ (with --truncation), G's mode, sample(), standing statistics."""
     config, G = self.config, self.G
     self.G_batch_size = sampling.G_batch_size(config)
+    if config['model'] == 'Glow':  # samples at --temperature: no z_, truncation or BN
+      self.z_ = self.y_ = None
+      self.sample = glow_fns.sampler(G, config, self.G_batch_size)
+      return
     self.z_, self.y_ = sampling.prepare_noise(config, G.dim_z, self.device)
     if config['G_eval_mode']:
       print('Putting G in eval mode..')
@@ -331,8 +346,11 @@ class Sampling(object):
 
 
 def write_images(s):
-  """--sample_npz, --sample_sheets, --sample_interps, --sample_random."""
+  """--sample_npz, --sample_sheets, --sample_interps, --sample_random (and Glow's modes)."""
   config, results = s.config, {}
+  if config['model'] == 'Glow':
+    return glow_fns.sample_modes(s.G, config, s.sample, s.out, s.folder, s.names, s.encoding,
+                                 sample_npz)
   if config['sample_npz']:
     print('Sampling %d images and saving them to npz...' % config['sample_num_npz'])
     results['npz'] = '%s/samples.npz' % s.out

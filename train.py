@@ -11,6 +11,9 @@ complete checkpoint, bit-exactly on CPU: the checkpoint holds every random state
 position. SIGTERM / SIGUSR1 save at the next iteration boundary and exit 0. One train.py at a time
 per experiment (a lock in weights_root/<exp>); without --resume an earlier run of the same name is
 moved aside to <exp>.old-<date>, not overwritten.
+
+--model Glow trains the flow of Glow.py by likelihood instead (glow_fns.py): no D (no D.pth,
+D_optim.pth), held-out bits/dim every --test_every iterations in the jsonl as test_bpd.
 """
 import functools
 import math
@@ -24,6 +27,8 @@ import checkpoints
 import config as configuration
 import datasets
 import distributed
+import Glow
+import glow_fns
 import logger
 import metrics as image_metrics
 import models
@@ -63,7 +68,7 @@ def batches(loader, multiepoch):
 def sv_values(G, D):
   """The singular-value buffers as tensors (read at the next log flush, not now)."""
   return {('%s_%s' % (prefix, key)).replace('.', '_'): value.clone().reshape(())
-          for prefix, net in (('G', G), ('D', D))
+          for prefix, net in (('G', G), ('D', D)) if net is not None
           for key, value in net.state_dict().items() if key.split('.')[-1].startswith('sv')}
 
 
@@ -149,7 +154,8 @@ def build_models(r):
   checkpoints.seed_rng(config['seed'])
   model = models.load_model_module(config['model'])
   r.G = sampling.build_generator(config, r.device)
-  r.D = model.Discriminator(**config).to(r.device)
+  r.D = (model.Discriminator(**config).to(r.device) if hasattr(model, 'Discriminator')
+         else None)  # Glow has no D
   r.G_ema = sampling.build_generator(config, r.device, copy=True) if config['ema'] else None
   # --channels_last, --compile; before the EMA, which holds on to the tensors.
   train_fns.apply_speed_options(config, r.G, r.D, r.G_ema)
@@ -160,9 +166,11 @@ def build_models(r):
   r.GD = model.G_D(r.G, r.D)
   if r.ctx.is_main:
     print(r.G)
-    print(r.D)
+    if r.D is not None:
+      print(r.D)
     print('Number of params in G: {} D: {}'.format(
-        *[sum(p.numel() for p in net.parameters()) for net in [r.G, r.D]]))
+        *[sum(p.numel() for p in net.parameters()) if net is not None else 0
+          for net in [r.G, r.D]]))
   train_fns.make_scalers(r.G, r.D, config, r.device)
 
 
@@ -171,7 +179,9 @@ def restore(r):
   DataParallel or DDP."""
   config = r.config
   r.state_dict = checkpoints.initial_state(config)
-  r.state_dict.update(image_metrics.initial_best(config))  # a --which_best beyond IS and FID
+  # a --which_best beyond IS and FID; Glow's lowest held-out bits/dim
+  r.state_dict.update(glow_fns.initial_state() if config['model'] == 'Glow'
+                      else image_metrics.initial_best(config))
   r.saved = {}
   if r.source:
     # Rank 0 alone finishes or discards a save that was interrupted; the others wait, then read.
@@ -202,7 +212,7 @@ def resume(r):
                                      r.experiment_name, suffix, r.G_ema, recover=False)
   r.state_dict['config'] = config
   for name, net in (('G', r.G), ('D', r.D)):
-    if net.scaler.is_enabled() and name + '_scaler' in r.saved:
+    if net is not None and net.scaler.is_enabled() and name + '_scaler' in r.saved:
       net.scaler.load_state_dict(r.saved[name + '_scaler'])
 
 
@@ -219,9 +229,13 @@ def finetune(r):
   checkpoints.load_weights(r.G, r.D, {}, config['weights_root'], source, suffix,
                            r.G_ema if has_ema else None, recover=False)
   for name, net in (('G', r.G), ('D', r.D)):
+    if net is None:
+      continue
+    settings = (Glow.optimizer_settings(config) if config['model'] == 'Glow' else
+                {'lr': config[name + '_lr'], 'eps': config['adam_eps'],
+                 'betas': (config[name + '_B1'], config[name + '_B2'])})
     for group in net.optim.param_groups:
-      group.update(lr=config[name + '_lr'], eps=config['adam_eps'],
-                   betas=(config[name + '_B1'], config[name + '_B2']))
+      group.update(**settings)
   if config['ema'] and not has_ema:
     r.G_ema.load_state_dict(r.G.state_dict())
 
@@ -230,24 +244,34 @@ def prepare_loop(r):
   """Data, noise, the step, the metrics, logs, and the random streams where the checkpoint left
   them."""
   config = r.config
-  # Data: each D step consumes batch_size * num_D_accumulations images per process.
+  glow = config['model'] == 'Glow'
+  # Data: each D step consumes batch_size * num_D_accumulations images per process (Glow's step:
+  # glow_fns.loader_options).
   D_batch_size = config['batch_size'] * config['num_D_steps'] * config['num_D_accumulations']
-  r.loader = datasets.get_data_loaders(**{**config, 'batch_size': D_batch_size,
-                                          'start_itr': r.state_dict['itr']})[0]
-  r.z_, r.y_ = sampling.prepare_noise(config, r.G.dim_z, r.device)
-  r.fixed_z, r.fixed_y = sampling.fixed_noise(sampling.G_batch_size(config), r.G.dim_z,
-                                              config['n_classes'], config['seed'], r.device,
-                                              config['z_var'])
-  r.train = train_fns.training_function(config['which_train_fn'])(
-      r.G, r.D, r.GD, r.z_, r.y_, r.ema, r.state_dict, config)
-  r.sample = functools.partial(sampling.sample, G=train_fns.which_G(r.G, r.G_ema, config),
-                               z_=r.z_, y_=r.y_, config=config)
+  data = glow_fns.loader_options(config) if glow else {'batch_size': D_batch_size}
+  r.loader = datasets.get_data_loaders(**{**config, **data, 'start_itr': r.state_dict['itr']})[0]
+  r.z_ = r.y_ = r.fixed_z = r.fixed_y = r.sample = None  # a flow samples by glow_fns
+  if not glow:
+    r.z_, r.y_ = sampling.prepare_noise(config, r.G.dim_z, r.device)
+    r.fixed_z, r.fixed_y = sampling.fixed_noise(sampling.G_batch_size(config), r.G.dim_z,
+                                                config['n_classes'], config['seed'], r.device,
+                                                config['z_var'])
+    r.sample = functools.partial(sampling.sample, G=train_fns.which_G(r.G, r.G_ema, config),
+                                 z_=r.z_, y_=r.y_, config=config)
+  step = config['which_train_fn']
+  if glow and step == 'GAN':  # the default: the flow's own
+    step = 'glow_fns.Glow_training_function'
+  r.train = train_fns.training_function(step)(r.G, r.D, r.GD, r.z_, r.y_, r.ema, r.state_dict,
+                                              config)
   r.sampler = r.loader.sampler
   run_length = (r.sampler.num_batches if config['use_multiepoch_sampler']
                 else config['num_epochs'] * r.sampler.batches_per_epoch)
   r.total = min(config['num_iters'], run_length) if config['num_iters'] else run_length
-  r.get_inception_metrics = None
-  if r.total // config['test_every'] > r.state_dict['itr'] // config['test_every']:  # one is due
+  r.get_inception_metrics = r.test_loader = None
+  r.evaluates = r.total // config['test_every'] > r.state_dict['itr'] // config['test_every']
+  if r.evaluates and glow:  # held-out bits/dim
+    r.test_loader = glow_fns.test_loader(config, r.ctx)
+  elif r.evaluates:
     # Building the network draws its default init: off the training stream, so that a run's
     # numbers do not depend on whether it evaluates (a first leg shorter than --test_every).
     with torch.random.fork_rng(devices=[]):
@@ -320,13 +344,14 @@ def iteration(r, x, y):
   if config['sv_log_interval'] > 0 and not itr % config['sv_log_interval']:
     metrics = {**metrics, **sv_values(r.G, r.D)}
   saving = not itr % config['save_every']
-  testing = r.get_inception_metrics is not None and not itr % config['test_every']
+  testing = r.evaluates and not itr % config['test_every']
   stopping = distributed.any_rank(r.preemption.requested, r.ctx) or itr >= r.total
   rows = r.progress.add(itr, metrics) or []
   if saving or testing or stopping:  # logs are complete up to any checkpoint
     rows += r.progress.flush()
   if rows or saving or stopping:
-    check_finite(rows, (r.G, r.D), itr, state_dict, config, r.experiment_name, r.ctx)
+    check_finite(rows, tuple(filter(None, (r.G, r.D))), itr, state_dict, config,
+                 r.experiment_name, r.ctx)
   if saving or testing or stopping:
     end_of_iteration(r, saving, testing, stopping)
   return stopping
@@ -339,18 +364,26 @@ def end_of_iteration(r, saving, testing, stopping):
   eval_mode(r)
   if testing:
     with torch.random.fork_rng(devices=r.rng_devices):  # keep evaluation off the training stream
-      scores = train_fns.test(
-          r.G, r.D, r.G_ema, r.z_, r.y_, r.state_dict, config, r.sample,
-          r.get_inception_metrics, r.experiment_name, r.test_log, is_main=r.ctx.is_main,
-          sets=sets)
+      if r.test_loader is not None:  # Glow
+        scores = glow_fns.test(r.G, r.G_ema, r.state_dict, config, r.test_loader, r.test_log,
+                               sets=sets)
+      else:
+        scores = train_fns.test(
+            r.G, r.D, r.G_ema, r.z_, r.y_, r.state_dict, config, r.sample,
+            r.get_inception_metrics, r.experiment_name, r.test_log, is_main=r.ctx.is_main,
+            sets=sets)
     if r.tensorboard is not None:
       r.tensorboard.scalars(itr, scores)
   if saving:
     with torch.random.fork_rng(devices=r.rng_devices):
       gen = torch.Generator(r.device).manual_seed(config['seed'] * 7919 + itr)
-      fixed = train_fns.save_and_sample(
-          r.G, r.D, r.G_ema, r.z_, r.y_, r.fixed_z, r.fixed_y, r.state_dict, config,
-          r.experiment_name, is_main=r.ctx.is_main, generator=gen, sets=sets)
+      if config['model'] == 'Glow':
+        fixed = glow_fns.save_and_sample(r.G, r.G_ema, r.state_dict, config, r.experiment_name,
+                                         is_main=r.ctx.is_main, generator=gen, sets=sets)
+      else:
+        fixed = train_fns.save_and_sample(
+            r.G, r.D, r.G_ema, r.z_, r.y_, r.fixed_z, r.fixed_y, r.state_dict, config,
+            r.experiment_name, is_main=r.ctx.is_main, generator=gen, sets=sets)
     if r.tensorboard is not None:
       r.tensorboard.image('fixed_samples', fixed, itr)
   elif stopping:
@@ -379,7 +412,8 @@ def save_state(r):
   state_dict, ctx = r.state_dict, r.ctx
   state_dict['rng'] = distributed.gather_objects(checkpoints.rng_state(), ctx)
   state_dict['G_scaler'] = r.G.scaler.state_dict()
-  state_dict['D_scaler'] = r.D.scaler.state_dict()
+  if r.D is not None:
+    state_dict['D_scaler'] = r.D.scaler.state_dict()
   state_dict['epoch'] = r.sampler.epoch_of(state_dict['itr'])
   if r.small_data is not None:
     state_dict.update(r.small_data.state_dict(lambda obj: distributed.gather_objects(obj, ctx)))

@@ -8,6 +8,7 @@ pass's cost in time and float32 accuracy.
     python bench/bench_glow.py --parts sample,train --threads 1 --cpu_time   # on a shared machine
     python bench/bench_glow.py --parts memory --memory_hidden 256
     python bench/bench_glow.py --parts reversible --threads 1 --cpu_time
+    python bench/bench_glow.py --parts script --threads 1 --cpu_time
 
 Parts (--parts, comma-separated):
   sample  seconds per 256 x 256 sample (batch 1, temperature 0.7): the paper's 256 px
@@ -38,6 +39,15 @@ Parts (--parts, comma-separated):
           relative to the input's largest value, in float32 and float64; and the gradients'
           error against the plain pass's in float64 (|difference| over |float64 gradient|, all
           parameters as one vector) for the plain and the reversible float32 passes.
+
+  script  training through train.py (--model Glow, Shapes, 32 px, L = 3, K = --train_depth,
+          hidden --script_hidden, batch --train_batch, --script_iters iterations, no saves or
+          evaluations): the time between the starts of successive training steps (the loop:
+          the step, loading the batch, logs) against the time inside the step (glow_fns'
+          training function), medians; the difference is what the script adds. Then sample.py
+          --sample_npz of --script_samples images from its weights (temperature 0.7, batch
+          --train_batch; building and loading the flow, writing the file included): seconds per
+          image.
 
 Measured 2026-12-06/07 on a 2-core AMD EPYC (AVX2, no AVX-512) that other jobs kept busy
 throughout (load average 4-10), torch 2.14.1:
@@ -83,12 +93,16 @@ throughout (load average 4-10), torch 2.14.1:
             the learned inverse is (a tiny model, hidden 8, K 8, its weights perturbed at random
             by 0.05, rebuilt its second level's input only to 8e-02 and its gradients were 1e-1
             off), so under glow_checkpoint this part is worth rerunning on the trained weights.
+  script  (2026-12-07, load average 2-4, 1 thread, CPU time, --train_depth 8 --train_batch 32
+          --script_hidden 128 --script_samples 256): 0.697 s per train.py iteration against
+          0.681 s in the training step (+2.3%); sample.py 6.3 ms per 32 px image.
 """
 import argparse
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -330,10 +344,48 @@ def memory(args):
                                                        100 * total))
 
 
+def script_speed(args):
+  import glow_fns
+  import sample
+  import train
+  make, now = glow_fns.Glow_training_function, clock(args.cpu_time)
+  starts, inside = [], []
+
+  def timed(*fn_args):
+    step = make(*fn_args)
+
+    def train_step(x, y):
+      starts.append(now())
+      out = step(x, y)
+      out['bpd'].item()  # the step's work done
+      inside.append(now() - starts[-1])
+      return out
+    return train_step
+  glow_fns.Glow_training_function = timed
+  with tempfile.TemporaryDirectory() as root:
+    train.main(('--model Glow --dataset Shapes --resolution 32 --glow_levels 3 --glow_depth %d '
+                '--glow_hidden %d --batch_size %d --num_iters %d --num_workers 0 --shuffle '
+                '--save_every 1000000 --test_every 1000000 --base_root %s --experiment_name b'
+                % (args.train_depth, args.script_hidden, args.train_batch, args.script_iters,
+                   root)).split())
+    glow_fns.Glow_training_function = make
+    start = now()
+    sample.main(('--model Glow --experiment_name b --config_from_name --base_root %s '
+                 '--sample_npz --sample_num_npz %d' % (root, args.script_samples)).split())
+    per_image = (now() - start) / args.script_samples
+  loop = sorted(b - a for a, b in zip(starts[1:-1], starts[2:]))  # the first: warm-up
+  step = sorted(inside[1:])
+  loop, step = loop[len(loop) // 2], step[len(step) // 2]
+  print('script   train.py, 32 px, L 3, K %d, hidden %d, batch %d: %.3f s per iteration, the '
+        'training step %.3f s of it (the script adds %.1f%%); sample.py: %.4f s per image'
+        % (args.train_depth, args.script_hidden, args.train_batch, loop, step,
+           100 * (loop / step - 1), per_image))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--parts', default='sample,train,memory,reversible',
-                      help='comma-separated: sample, train, memory, reversible')
+  parser.add_argument('--parts', default='sample,train,memory,reversible,script',
+                      help='comma-separated: sample, train, memory, reversible, script')
   parser.add_argument('--repeats', type=int, default=5,
                       help='timed runs per measurement (the best counts)')
   parser.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
@@ -352,12 +404,18 @@ def main():
                       help='hidden channels of that model')
   parser.add_argument('--accuracy_iters', type=int, default=60,
                       help='training iterations of that model before it is measured')
+  parser.add_argument('--script_hidden', type=int, default=128,
+                      help='hidden channels of the train.py run')
+  parser.add_argument('--script_iters', type=int, default=30,
+                      help='iterations of the train.py run')
+  parser.add_argument('--script_samples', type=int, default=512,
+                      help='images sample.py draws from its weights')
   parser.add_argument('--memory_child', nargs=2, type=int, metavar=('K', 'CHECKPOINT'),
                       help=argparse.SUPPRESS)
   args = parser.parse_args()
-  if not set(args.parts.split(',')) <= {'sample', 'train', 'memory', 'reversible'}:
-    parser.error('--parts takes sample, train, memory, reversible, comma-separated (got %s)'
-                 % args.parts)
+  if not set(args.parts.split(',')) <= {'sample', 'train', 'memory', 'reversible', 'script'}:
+    parser.error('--parts takes sample, train, memory, reversible, script, comma-separated '
+                 '(got %s)' % args.parts)
   if args.sample_depth < 2:
     parser.error('--sample_depth must be at least 2 (the FLOPs at K = 32 are extrapolated from '
                  'those at K and at 1)')
@@ -377,6 +435,8 @@ def main():
   if 'reversible' in parts:
     reversible_cost(args)
     reversible_accuracy(args)
+  if 'script' in parts:
+    script_speed(args)
 
 
 if __name__ == '__main__':

@@ -4,7 +4,7 @@ adds the priors' densities (scipy) and the class bits; the untrained model's bit
 noise is the value derived below; actnorm's data-dependent init (statistics, never again after
 loading, identical on 2 gloo ranks); the reversible backward pass (glow_checkpoint) gives the plain
 pass's gradients and keeps nothing per step; a short training run on Shapes lowers held-out
-bits/dim; bad options are one-line errors."""
+bits/dim; a sample whose inverse overflows comes out finite; bad options are one-line errors."""
 import math
 import multiprocessing
 
@@ -243,6 +243,22 @@ def test_untrained_bits_per_dim_on_uniform_noise():
     assert abs(bpd['additive'] - (expected - scale_gap / math.log(2))) < tol, (bpd, tol)
     difference = bpd['affine'] - bpd['additive']
     assert abs(difference - scale_gap / math.log(2)) < 0.1 * scale_gap / math.log(2)
+
+
+def test_samples_whose_inverse_overflows_come_out_finite():
+  torch.manual_seed(0)
+  flow = tiny(n_classes=0)
+  with torch.no_grad():
+    flow(images(8))
+    for module in flow.modules():  # scale logits far below 0: the inverse divides by ~e^-200
+      if isinstance(module, Glow.Coupling):
+        module.net[-1].bias[module.net[-1].bias.shape[0] // 2:] = -200
+  torch.manual_seed(1)
+  raw = flow.decode(batch_size=4)
+  assert not torch.isfinite(raw).all()  # the overflow happens ...
+  torch.manual_seed(1)
+  out = flow.reverse(batch_size=4)
+  assert torch.isfinite(out).all() and out.abs().max() <= 1  # ... and is contained
 
 
 def test_loss_adds_the_weighted_class_bits_and_sampling_follows_temperature():

@@ -74,9 +74,11 @@ def die_at(where, itr):
 
 
 def run_killed(args, where, itr):
+  """train.main(args) in a forked child killed at `where` of iteration itr (die_at's places, or
+  where(itr), a function that sets up the kill)."""
   def child():
     torch.set_num_threads(1)  # as the parent (one_thread): OpenMP's pool does not survive fork
-    die_at(where, itr)
+    where(itr) if callable(where) else die_at(where, itr)
     train.main(args)
     os._exit(0)
   process = multiprocessing.get_context('fork').Process(target=child)

@@ -114,6 +114,8 @@ def test_resume_is_bit_exact(tmp_path):
 WRAPPER = textwrap.dedent('''
   import os, signal, sys
   sys.path.insert(0, %(repo)r)
+  import torch
+  torch.set_num_threads(%(threads)d)  # as the in-process run it is compared with
   import train, train_fns
   make = train_fns.GAN_training_function
   def hooked(G, D, GD, z_, y_, ema, state_dict, config):
@@ -132,7 +134,8 @@ WRAPPER = textwrap.dedent('''
 
 def run_with_signal(root, extra, at, sig, repo_root):
   script = root.parent / ('wrapper_%s.py' % sig)
-  script.write_text(WRAPPER % dict(repo=repo_root, at=at, signal=sig))
+  script.write_text(WRAPPER % dict(repo=repo_root, at=at, signal=sig,
+                                     threads=torch.get_num_threads()))
   return subprocess.run([sys.executable, str(script)] + argv(root, extra), capture_output=True,
                         text=True, timeout=300)
 
