@@ -9,6 +9,7 @@ pass's cost in time and float32 accuracy.
     python bench/bench_glow.py --parts memory --memory_hidden 256
     python bench/bench_glow.py --parts reversible --threads 1 --cpu_time
     python bench/bench_glow.py --parts script --threads 1 --cpu_time
+    python bench/bench_glow.py --device cuda --parts sample,train,memory,script   # on a GPU
 
 Parts (--parts, comma-separated):
   sample  seconds per 256 x 256 sample (batch 1, temperature 0.7): the paper's 256 px
@@ -48,6 +49,11 @@ Parts (--parts, comma-separated):
           --sample_npz of --script_samples images from its weights (temperature 0.7, batch
           --train_batch; building and loading the flow, writing the file included): seconds per
           image.
+
+--device cuda runs every part on the GPU: clocks wait for the device (bench/devices.py), the
+reference convolution runs there too (in TF32 where cuDNN allows it, as the model's
+convolutions), and memory is torch.cuda.max_memory_allocated over the second pass instead of RSS.
+--cpu_time is for the CPU only.
 
 Measured 2026-12-06/07 on a 2-core AMD EPYC (AVX2, no AVX-512) that other jobs kept busy
 throughout (load average 4-10), torch 2.14.1:
@@ -112,13 +118,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import datasets  # noqa: E402
+import devices  # noqa: E402
 import Glow  # noqa: E402
 
 PAPER_DEPTH = 32
+DEVICE = 'cpu'  # main() sets --device
 
 
 def clock(cpu):
-  return time.process_time if cpu else time.perf_counter
+  return time.process_time if cpu else lambda: devices.clock(DEVICE)
 
 
 def interleaved(fns, repeats, cpu=False):
@@ -144,13 +152,14 @@ def count_flops(fn):
 
 def shapes_batch(n, resolution):
   data = datasets.Shapes(resolution=resolution, num_images=n)
-  return torch.stack([data[i][0] for i in range(n)]), torch.as_tensor(data.labels)
+  return (torch.stack([data[i][0] for i in range(n)]).to(DEVICE),
+          torch.as_tensor(data.labels).to(DEVICE))
 
 
 def flow(resolution, levels, depth, hidden, **options):
   torch.manual_seed(0)
   return Glow.Glow(resolution=resolution, n_classes=10, glow_levels=levels, glow_depth=depth,
-                   glow_hidden=hidden, **options)
+                   glow_hidden=hidden, **options).to(DEVICE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,15 +170,15 @@ def flow(resolution, levels, depth, hidden, **options):
 def timed_against_conv(label, work, flops, args):
   """Time work in turns with the reference 3x3 convolution (both layouts; the faster counts) and
   print its time and GFLOP/s as a share of the reference's. Returns work's time."""
-  conv = torch.nn.Conv2d(512, 512, 3, padding=1, bias=False).requires_grad_(False)
-  x = torch.randn(16, 512, 16, 16)
+  conv = torch.nn.Conv2d(512, 512, 3, padding=1, bias=False).requires_grad_(False).to(DEVICE)
+  x = torch.randn(16, 512, 16, 16, device=DEVICE)
   cl = x.contiguous(memory_format=torch.channels_last)
   ref_flops = count_flops(lambda: conv(x))
   times = interleaved({'work': work, 'conv': lambda: conv(x), 'conv_cl': lambda: conv(cl)},
                       args.repeats, args.cpu_time)
   reference = ref_flops / min(times['conv'], times['conv_cl']) / 1e9
   rate = flops / times['work'] / 1e9
-  print('%s: %.2f s, %.1f GFLOP, %.1f GFLOP/s = %.0f%% of the 3x3 conv\'s %.1f GFLOP/s '
+  print('%s: %.4f s, %.1f GFLOP, %.1f GFLOP/s = %.0f%% of the 3x3 conv\'s %.1f GFLOP/s '
         '(NCHW %.1f, channels_last %.1f)'
         % (label, times['work'], flops / 1e9, rate, 100 * rate / reference, reference,
            ref_flops / times['conv'] / 1e9, ref_flops / times['conv_cl'] / 1e9))
@@ -312,11 +321,17 @@ def memory_child(depth, checkpoint, hidden, batch):
   net = flow(32, 3, depth, hidden, glow_checkpoint=checkpoint)
   x, y = shapes_batch(batch, 32)
   net.loss(x, y)['loss'].backward()  # initialises actnorm, allocates gradients and kernels' caches
-  before = rss_mb('VmRSS')
-  with open('/proc/self/clear_refs', 'w') as f:
-    f.write('5')
-  net.loss(x, y)['loss'].backward()
-  peak = rss_mb('VmHWM')
+  if devices.is_cuda(DEVICE):
+    before = devices.allocated_mib(DEVICE)
+    devices.reset_peak(DEVICE)
+    net.loss(x, y)['loss'].backward()
+    peak = devices.peak_mib(DEVICE)
+  else:
+    before = rss_mb('VmRSS')
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    net.loss(x, y)['loss'].backward()
+    peak = rss_mb('VmHWM')
   tensors = 16 * sum(p.numel() for p in net.parameters()) / 2 ** 20
   print(json.dumps({'activations': peak - before, 'tensors': tensors}))
 
@@ -329,7 +344,7 @@ def memory(args):
       out = subprocess.run([sys.executable, __file__, '--memory_child', str(depth),
                             str(int(checkpoint)), '--memory_hidden', str(args.memory_hidden),
                             '--memory_batch', str(args.memory_batch), '--threads',
-                            str(args.threads)],
+                            str(args.threads), '--device', DEVICE],
                            env=env, check=True, capture_output=True, text=True).stdout
       r = results[depth] = json.loads(out.strip().splitlines()[-1])
       print('memory   32 px, L 3, hidden %d, batch %d, K %2d, glow_checkpoint %-3s: activations '
@@ -357,7 +372,7 @@ def script_speed(args):
     def train_step(x, y):
       starts.append(now())
       out = step(x, y)
-      out['bpd'].item()  # the step's work done
+      out['bpd'].item()  # the step's work done (waits for the device)
       inside.append(now() - starts[-1])
       return out
     return train_step
@@ -365,13 +380,14 @@ def script_speed(args):
   with tempfile.TemporaryDirectory() as root:
     train.main(('--model Glow --dataset Shapes --resolution 32 --glow_levels 3 --glow_depth %d '
                 '--glow_hidden %d --batch_size %d --num_iters %d --num_workers 0 --shuffle '
-                '--save_every 1000000 --test_every 1000000 --base_root %s --experiment_name b'
-                % (args.train_depth, args.script_hidden, args.train_batch, args.script_iters,
-                   root)).split())
+                '--save_every 1000000 --test_every 1000000 --base_root %s --experiment_name b '
+                '--device %s' % (args.train_depth, args.script_hidden, args.train_batch,
+                                 args.script_iters, root, DEVICE)).split())
     glow_fns.Glow_training_function = make
     start = now()
     sample.main(('--model Glow --experiment_name b --config_from_name --base_root %s '
-                 '--sample_npz --sample_num_npz %d' % (root, args.script_samples)).split())
+                 '--sample_npz --sample_num_npz %d --device %s'
+                 % (root, args.script_samples, DEVICE)).split())
     per_image = (now() - start) / args.script_samples
   loop = sorted(b - a for a, b in zip(starts[1:-1], starts[2:]))  # the first: warm-up
   step = sorted(inside[1:])
@@ -410,6 +426,7 @@ def main():
                       help='iterations of the train.py run')
   parser.add_argument('--script_samples', type=int, default=512,
                       help='images sample.py draws from its weights')
+  devices.add_device_flag(parser)
   parser.add_argument('--memory_child', nargs=2, type=int, metavar=('K', 'CHECKPOINT'),
                       help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -420,12 +437,17 @@ def main():
     parser.error('--sample_depth must be at least 2 (the FLOPs at K = 32 are extrapolated from '
                  'those at K and at 1)')
   torch.set_num_threads(args.threads)
+  global DEVICE
+  DEVICE = devices.pick(args.device)
+  if args.cpu_time and devices.is_cuda(DEVICE):
+    parser.error('--cpu_time measures the CPU, but the device is %s: add --device cpu or leave '
+                 '--cpu_time out' % DEVICE)
   if args.memory_child:
     return memory_child(args.memory_child[0], bool(args.memory_child[1]), args.memory_hidden,
                         args.memory_batch)
   parts = args.parts.split(',')
-  print('torch %s, %d threads, %s' % (torch.__version__, args.threads,
-                                      'CPU time' if args.cpu_time else 'wall clock'))
+  print('torch %s, %s, %s' % (torch.__version__, devices.describe(DEVICE),
+                             'CPU time' if args.cpu_time else 'wall clock'))
   if 'sample' in parts:
     sample_speed(args)
   if 'train' in parts:

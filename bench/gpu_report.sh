@@ -4,7 +4,7 @@
 #
 #   bash bench/gpu_report.sh REPORT.md [--original DIR] [--quick]
 #
-# Sections, each under its own time limit (the whole stays under 8 minutes on one H100-class GPU):
+# Sections, each under its own time limit (the whole stays under 9 minutes on one H100-class GPU):
 #   Environment     torch, CUDA, cuDNN, the GPU and its memory, the CPU, the libraries
 #   CUDA tests      pytest -m cuda (tests/test_cuda.py): --amp bf16 and fp16 with GradScaler,
 #                   --channels_last, --compile, torchrun with one process on NCCL with and without
@@ -15,6 +15,8 @@
 #                   against the matmul peak measured in the same run, and the days one such GPU
 #                   would need for the released run's 150k iterations (the original: 15 days on
 #                   8 x V100)
+#   Glow            bench/bench_glow.py on CUDA: sampling and training against the device's own 3x3
+#                   convolution throughput, training memory against depth (K 8, 16, 32)
 #   vs original     bench/bench_vs_original.py on CUDA, with --original DIR (a checkout of
 #                   ajbrock/BigGAN-PyTorch)
 # --quick shrinks everything to a smoke run. Without CUDA every CUDA part is marked skipped and the
@@ -163,6 +165,19 @@ else
         --device cpu --threads 1 --configs cifar --columns fp32 --ch 4 --batch_size 2 \
         --rounds 1 --iters 1 --warmup 1
   fi
+fi
+
+echo "## Glow" >> "$REPORT"
+echo >> "$REPORT"
+if [ $CUDA -eq 1 ]; then  # sampling, training and memory against depth on the device
+  if [ $QUICK -eq 1 ]; then
+    GLOW=(--parts train,memory --train_depth 2 --train_batch 4 --memory_hidden 32 --repeats 1)
+  else
+    GLOW=(--parts sample,train,memory --sample_depth 8 --train_batch 64 --repeats 5)
+  fi
+  run "bench_glow.py" 60 "$PY" bench/bench_glow.py --device cuda --threads 8 "${GLOW[@]}"
+else
+  skipped "bench_glow.py on CUDA" "no CUDA device."
 fi
 
 echo "## Against the original" >> "$REPORT"
