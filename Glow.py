@@ -541,7 +541,7 @@ class ReversibleStep(torch.autograd.Function):
   inputs: their gradients reach .grad through autograd step by step, as in the plain pass
   (DistributedDataParallel's hooks included). The inverse's float32 rounding makes the gradients
   differ from the plain pass's by about as much as the plain pass's own rounding (tests/
-  test_glow.py; bench/bench_glow.py --parts reversible measures it on a trained model)."""
+  test_Glow.py; bench/bench_glow.py --parts reversible measures it on a trained model)."""
 
   @staticmethod
   def forward(ctx, x, step, slot, first, last, *params):

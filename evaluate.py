@@ -21,7 +21,8 @@ SOURCE and REF are each one of:
                     sampled from G (G_ema with --use_ema) with sample.py's flags (--truncation,
                     --truncation_mode, --G_eval_mode, --accumulate_stats, --load_weights, --z_var);
                     the model is rebuilt from the folder's state_dict.pth. With IFID the classes
-                    are drawn in turn (N / classes images each) instead of at random.
+                    are drawn in turn (N / classes images each) instead of at random. A Glow
+                    run's folder samples its flow at --temperature (default: its training's).
 REF is needed by every metric but IS. SOURCE gives --num_images images (default: all of a data
 source, --num_inception_images for a weights folder), REF --ref_num_images (default: all); fewer
 than all are a random subset drawn with --seed (SOURCE's and REF's differ). The IS splits of
@@ -56,6 +57,8 @@ import config as configuration
 import datasets
 import distributed
 import errors
+import Glow
+import glow_fns
 import inception_utils as iu
 import metrics
 import sample as sample_script
@@ -278,14 +281,15 @@ def open_weights(role, path, config, given, device, num_images, names):
   root, experiment = os.path.split(os.path.normpath(os.path.abspath(path)))
   cfg = dict(config, weights_root=root, experiment_name=experiment, config_from_name=True)
   cfg = sample_script.config_from_checkpoint(cfg, given)
-  if cfg['model'] == 'Glow':
-    raise errors.UserError('%s is a Glow run: write its samples with sample.py --model Glow '
-                           '--sample_npz (at --temperature) and evaluate the .npz' % path)
-  # The run's own metric flags do not concern sampling (and may not suit this command's).
-  cfg.update(metrics=metrics.DEFAULT_METRICS, which_best='IS', no_fid=False)
+  glow = cfg['model'] == 'Glow'
+  if not glow:  # the run's own metric flags do not concern sampling (nor may suit this command)
+    cfg.update(metrics=metrics.DEFAULT_METRICS, which_best='IS', no_fid=False)
   cfg = configuration.prepare_config(cfg)
   G = sampling.build_generator(cfg, device, copy=True)
   _, weights = sample_script.load_G(G, cfg, experiment)
+  count = num_images or config['num_inception_images']
+  if glow:
+    return open_flow(role, path, G, cfg, weights, config['seed'], count, names)
   sample_script.check_truncations(G, [] if cfg['truncation'] is None else [cfg['truncation']])
   z_, y_ = sampling.prepare_noise(cfg, G.dim_z, device)
   G.eval() if cfg['G_eval_mode'] else G.train()
@@ -294,7 +298,6 @@ def open_weights(role, path, config, given, device, num_images, names):
   if cfg['accumulate_stats']:
     sampling.accumulate_standing_stats(G, z_, y_, cfg['n_classes'],
                                        cfg['num_standing_accumulations'])
-  count = num_images or config['num_inception_images']
   labels = None
   if 'IFID' in names:  # every class in turn: IFID needs images of each
     labels = np.arange(count) % cfg['n_classes']
@@ -310,6 +313,31 @@ def open_weights(role, path, config, given, device, num_images, names):
   classes = cfg['class_names'] if len(cfg['class_names'] or ()) == cfg['n_classes'] else None
   return Source(role, path, what, cfg['resolution'], count, labels, classes,
                 draw=functools.partial(sampling.sample, G=G, z_=z_, y_=y_, config=cfg))
+
+
+def open_flow(role, path, G, cfg, weights, seed, count, names):
+  """A Glow run's folder: count images of its flow at --temperature, the classes in turn with
+  IFID (else drawn at random)."""
+  G.eval()
+  batch_size, device = sampling.G_batch_size(cfg), glow_fns.device_of(G)
+  torch.manual_seed(seed + 1000003 * iu.world_and_rank()[1])  # each rank its own images
+  labels, following = None, [iu.rank_share(count)[0]]
+  if 'IFID' in names and not G.ycond:
+    raise errors.UserError('IFID needs class-conditional samples, but the Glow run %s has no '
+                           'class-conditional prior (--glow_ycond): leave IFID out' % path)
+  if 'IFID' in names:
+    labels = np.arange(count) % cfg['n_classes']
+
+  def draw():
+    y = None
+    if labels is not None:
+      y = torch.arange(following[0], following[0] + batch_size, device=device) % cfg['n_classes']
+      following[0] += batch_size
+    with torch.no_grad():
+      return glow_fns.sample_batch(G, batch_size, cfg, y=y)
+  what = 'weights folder: %s, Glow at temperature %g' % (weights, Glow.temperature(cfg))
+  classes = cfg['class_names'] if len(cfg['class_names'] or ()) == cfg['n_classes'] else None
+  return Source(role, path, what, cfg['resolution'], count, labels, classes, draw=draw)
 
 
 # ---------------------------------------------------------------------------------------------

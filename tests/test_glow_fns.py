@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import checkpoints
+import config as configuration
 import datasets
 import evaluate
 import Glow
@@ -28,7 +29,7 @@ import make_hdf5
 import sample
 import train
 from errors import UserError
-from test_glow import perturb
+from test_Glow import perturb
 from test_data_inputs import write_fake_cifar10
 from test_distributed import train_ranks
 from test_resume_matrix import assert_equal, outputs, run_killed
@@ -398,6 +399,32 @@ def test_sample_py_temperature_encoded_interpolation_and_manipulation(trained, t
   assert results['manipulation'].endswith('manipulate_red_circle_minus_blue_circle.jpg')
 
 
+def test_evaluate_py_samples_a_glow_weights_folder_at_its_temperature(trained, inception_weights):
+  """With IFID the classes come in turn; at temperature 0 each class is its prior's mean image,
+  the one sample.py draws; the JSON names the temperature."""
+  argv = [str(trained / 'weights' / 'exp'), '--temperature', '0', '--use_ema', '--metrics', 'IS',
+          '--num_images', '12', '--inception_weights', inception_weights]
+  config = vars(evaluate.prepare_parser().parse_args(argv))
+  config = configuration.update_config_roots(config)
+  source = evaluate.open_source('SOURCE', config['source'], config, evaluate.given_flags(argv),
+                                'cpu', 12, ['IS', 'IFID'])
+  assert list(source.labels) == [i % 10 for i in range(12)]
+  draw = source.sampler(config)
+  images, labels = draw()
+  more, more_labels = draw()
+  assert labels.tolist() + more_labels.tolist() == [i % 10 for i in range(len(labels) * 2)]
+  npz = load_npz(sample.main(sample_argv(trained, '--temperature 0 --sample_npz '
+                                                  '--sample_num_npz 20'))['npz'])
+  for image, label in zip(images, labels):  # the same flow, weights and temperature
+    first = np.flatnonzero(npz[1] == int(label))
+    if len(first):
+      pixels = np.clip(np.round((image.numpy() + 1) * 127.5), 0, 255)
+      assert np.abs(pixels - npz[0][first[0]]).max() <= 1
+  out = evaluate.main(argv)
+  assert 'Glow at temperature 0' in out['source'] and out['N'] == 12
+  assert math.isfinite(out['IS_mean'])
+
+
 def test_bad_inputs_are_one_line_errors_before_any_work(tmp_path, trained):
   for script, args, match in [
       (train, argv(tmp_path, '--model BigGAN'), '--glow_levels is an option of --model Glow; '
@@ -410,8 +437,7 @@ def test_bad_inputs_are_one_line_errors_before_any_work(tmp_path, trained):
                            % (tmp_path / 'nothing')), 'unknown --dataset'),
       (sample, sample_argv(trained, '--truncation 0.5 --sample_npz'), 'use --temperature'),
       (sample, ('--experiment_name x --temperature 0.5 --dataset Shapes --sample_npz --base_root '
-                '%s' % tmp_path).split(), '--temperature is an option of --model Glow'),
-      (evaluate, [str(trained / 'weights' / 'exp'), '--metrics', 'IS'], 'is a Glow run')]:
+                '%s' % tmp_path).split(), '--temperature is an option of --model Glow')]:
     with pytest.raises(UserError, match=match) as e:
       script.main(args)
     assert '\n' not in str(e.value)
