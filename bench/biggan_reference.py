@@ -1,8 +1,8 @@
 """An independent, straightforward functional BigGAN and BigGAN-deep written from the equations in
 ../shared/reference/biggan-pytorch.md: the speed baseline of bench/bench_models.py and
-bench/bench_attention.py and the oracle of tests/test_models.py (it lives here: bench/ imports
-nothing from tests/). It reads every weight from a state_dict and records the buffers (u{i},
-sv{i}, BN statistics) a train-mode pass would write in `new`.
+bench/bench_attention.py and the oracle of tests/test_BigGAN.py and tests/test_BigGANdeep.py (it
+lives here: bench/ imports nothing from tests/). It reads every weight from a state_dict and
+records the buffers (u{i}, sv{i}, BN statistics) a train-mode pass would write in `new`.
 """
 import torch
 import torch.nn.functional as F

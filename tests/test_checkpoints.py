@@ -1,5 +1,5 @@
 """Checkpoints: the original's layout both ways, atomic sets under SIGKILL, safe loading, disk
-errors (and those of the training logs), newest-save selection, random state."""
+errors, newest-save selection, random state. (The training logs' disk errors: test_logger.py.)"""
 import errno
 import io
 import multiprocessing
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 import checkpoints
-import logger
+from conftest import failing_replace
 from errors import UserError
 
 
@@ -236,19 +236,6 @@ def test_an_unreadable_set_is_skipped_with_one_warning(tmp_path, capsys):
     checkpoints.newest_save(str(tmp_path), 'exp')
 
 
-def failing_replace(monkeypatch, fail_at, error=errno.ENOSPC):
-  """os.replace that raises OSError(error) from its call number fail_at on."""
-  calls = [0]
-  real_replace = os.replace
-
-  def replace(src, dst):
-    calls[0] += 1
-    if calls[0] >= fail_at:
-      raise OSError(error, os.strerror(error), src)
-    return real_replace(src, dst)
-  monkeypatch.setattr(os, 'replace', replace)
-
-
 def test_a_failed_commit_keeps_the_previous_save(tmp_path, monkeypatch):
   save(tmp_path, 1)
   before = files_of(tmp_path)
@@ -296,53 +283,6 @@ def test_recover_false_leaves_interrupted_saves_alone(tmp_path):
   assert sorted(os.listdir(root)) == pending
   assert checkpoints.newest_save(str(tmp_path), 'exp') == ('copy0', {None: 1, 'copy0': 2})
   assert load(tmp_path, 'copy0')['itr'] == 2
-
-
-def test_a_failed_log_write_leaves_no_half_line(tmp_path, monkeypatch):
-  jsonl = str(tmp_path / 'exp_log.jsonl')
-  metrics = logger.MetricsLogger(jsonl)
-  metrics.log(itr=1, IS_mean=2.0)
-  train_log = logger.MyLogger(str(tmp_path / 'exp'))
-  train_log.log(1, G_loss=0.5)
-  before = (open(jsonl).read(), open(tmp_path / 'exp' / 'G_loss.log').read())
-  real_write = os.write
-
-  def write_half_then_fill_the_disk(fd, data):
-    if len(data) > 1:
-      return real_write(fd, bytes(data[:len(data) // 2]))
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-  monkeypatch.setattr(os, 'write', write_half_then_fill_the_disk)
-  with pytest.raises(UserError, match='could not write the log .*exp_log.jsonl .the disk is full'):
-    metrics.log(itr=2, IS_mean=3.0)
-  with pytest.raises(UserError, match='could not write the log .*G_loss.log .the disk is full'):
-    train_log.log(2, G_loss=0.25)
-  monkeypatch.undo()
-  assert (open(jsonl).read(), open(tmp_path / 'exp' / 'G_loss.log').read()) == before
-
-  def no_permission(path, *args):
-    raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
-  monkeypatch.setattr(os, 'open', no_permission)
-  with pytest.raises(UserError, match='could not open the log .*D_loss.log .Permission denied'):
-    train_log.log(2, D_loss=0.25)
-
-
-def test_resume_cuts_logs_back_and_drops_a_line_cut_short(tmp_path, monkeypatch):
-  jsonl = tmp_path / 'exp_log.jsonl'
-  jsonl.write_text('{"itr": 1}\n{"itr": 2}\n{"itr": 3}\n{"it')  # killed inside a write
-  folder = tmp_path / 'exp'
-  folder.mkdir()
-  (folder / 'G_loss.log').write_text('1: 0.5\n2: 0.4\n3: 0.3\n4: 0.')
-  failing_replace(monkeypatch, 1)
-  with pytest.raises(UserError, match='could not rewrite the log .*exp_log.jsonl .the disk is '
-                                      'full'):
-    logger.MetricsLogger(str(jsonl)).truncate(2)
-  monkeypatch.undo()
-  assert jsonl.read_text().endswith('{"it') and sorted(os.listdir(tmp_path)) == [
-      'exp', 'exp_log.jsonl']  # untouched, no temporary left
-  logger.MetricsLogger(str(jsonl)).truncate(2)
-  logger.MyLogger(str(folder)).truncate(3)
-  assert jsonl.read_text() == '{"itr": 1}\n{"itr": 2}\n'
-  assert (folder / 'G_loss.log').read_text() == '1: 0.5\n2: 0.4\n3: 0.3\n'
 
 
 def test_failed_write_keeps_the_previous_save(tmp_path, monkeypatch):

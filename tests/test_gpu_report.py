@@ -18,11 +18,12 @@ def test_the_report_skips_cuda_parts_cleanly_without_a_gpu(tmp_path, repo_root):
   assert result.returncode == 0, result.stderr[-2000:]
   text = report.read_text()
   sections = [line for line in text.splitlines() if line.startswith('## ')]
-  assert sections == ['## Environment', '## CUDA tests', '## Training speed',
+  assert sections == ['## Environment', '## CUDA tests', '## Training speed', '## Glow',
                       '## Against the original']
   assert '- GPU: none visible (torch.cuda.is_available() is False)' in text
   assert '- Python ' in text and 'torchvision ' in text
-  assert text.count('Skipped: no CUDA device.') == 2  # the tests and the training bench
+  assert text.count('Skipped: no CUDA device.') == 3  # the tests, the training bench, Glow
+  assert '### bench_glow.py on CUDA\n\nSkipped: no CUDA device.' in text
   assert '### bench_vs_original.py\n\nSkipped: no --original DIR given.' in text
   smoke = text.split('### bench_train.py, CPU smoke run (not a measurement)')[1]
   assert 'Exit status 0' in smoke and 'MFU' in smoke and '\nfp32 ' in smoke

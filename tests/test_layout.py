@@ -1,5 +1,6 @@
 """The code stays readable: no function of the project's Python files is longer than 80 lines but
-the flag tables (one add() per flag reads best as one list), read from the source with ast."""
+the flag tables (one add() per flag reads best as one list), read from the source with ast; every
+top-level module has its tests/test_<module>.py."""
 import ast
 import glob
 import os
@@ -42,3 +43,19 @@ def test_no_function_is_longer_than_80_lines():
       found += [(relative, name, lines) for name, lines in long_functions(f.read())
                 if (relative, name) not in LONG_ALLOWED]
   assert found == [], found
+
+
+def modules_without_tests(root):
+  """The top-level modules of `root` (not those in its folders) with no tests/test_<module>.py."""
+  modules = [os.path.basename(path)[:-len('.py')] for path in glob.glob(os.path.join(root, '*.py'))]
+  return sorted(m for m in modules
+                if not os.path.isfile(os.path.join(root, 'tests', 'test_%s.py' % m)))
+
+
+def test_every_top_level_module_has_its_test_file(tmp_path):
+  for name in ('a.py', 'Bb.py', 'c.py', 'tests/test_a.py', 'tests/test_bb.py', 'bench/d.py',
+               'tests/test_c.py/x'):
+    os.makedirs(os.path.dirname(tmp_path / name), exist_ok=True)
+    (tmp_path / name).write_text('')
+  assert modules_without_tests(str(tmp_path)) == ['Bb', 'c']  # names are case-sensitive
+  assert modules_without_tests(ROOT) == []
