@@ -21,7 +21,9 @@ difference between their values.
 Part 3 runs evaluate.py on --evaluate_images Shapes images against as many others (two .npz
 files, the TF network with random weights, all metrics) and prints its wall time, first run
 (REF's pass and cache) and second (REF cached). Inception dominates: 0.56-0.59 s per image on
-the 2-core AMD EPYC at a load average of about 4 (2026-12-07, 500 vs 500).
+the 2-core AMD EPYC at a load average of about 4 (2026-12-07, 500 vs 500). 2000 vs 2000, one
+thread pinned to one core (OMP_NUM_THREADS=1 taskset -c 0) while other jobs used the other
+(2026-12-07): 2060 s first run, 899 s second.
 
 Usage:
   python bench/bench_metrics.py                          # all parts
