@@ -338,6 +338,11 @@ def prepare_parser():
       help='(new) Weight of the LeCam regulariser of D (Tseng et al. 2021), e.g. 0.3; 0 is off')
   add('--LeCam_decay', type=float, default=0.99,
       help='(new) Decay of the moving averages of D\'s outputs that LeCam uses as anchors')
+  add('--AC_weight', type=float, default=0.0,
+      help='(new) Weight of an auxiliary classifier on D\'s features (AC-GAN, Odena et al. '
+           '2017) beside the projection: D learns the classes of real images by cross-entropy, '
+           'G to make its samples classified as their class; a direct class signal that '
+           'teaches small models the classes faster; 0 is off')
 
   # --- Logging --------------------------------------------------------------------------------
   add('--logstyle', type=str, default='%3.3e',
@@ -446,6 +451,7 @@ def name_from_config(config):
       when(c.get('ada_target', 0) > 0, 'ADA%g' % c.get('ada_target', 0)),
       when(c.get('ada_p', 0) > 0, 'ADAp%g' % c.get('ada_p', 0)),
       when(c.get('LeCam', 0) > 0, 'LeCam%g' % c.get('LeCam', 0)),
+      when(c.get('AC_weight', 0) > 0, 'AC%g' % c.get('AC_weight', 0)),
       when(bool(c['name_suffix']), c['name_suffix']),
   ]
   name = '_'.join(part for part in parts if part is not None)
@@ -612,6 +618,7 @@ def check_small_data(config):
   _check(config.get('ada_kimg', 1) > 0, '--ada_kimg must be positive (thousands of images)')
   _check(config.get('LeCam', 0) >= 0, '--LeCam must not be negative (0 is off)')
   _check(0 <= config.get('LeCam_decay', 0) < 1, '--LeCam_decay must be in [0, 1)')
+  _check(config.get('AC_weight', 0) >= 0, '--AC_weight must not be negative (0 is off)')
 
 
 def check_architecture(config, side, arch, training=False):

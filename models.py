@@ -192,7 +192,10 @@ class Generator(Model):
 
 class Discriminator(Model):
   """The plumbing of a BigGAN-style D and its projection head (Miyato and Koyama 2018): the
-  pooled features through a linear layer plus their dot product with a class embedding."""
+  pooled features through a linear layer plus their dot product with a class embedding. With
+  --AC_weight > 0 it also has an auxiliary classifier (AC-GAN, Odena et al. 2017) on the same
+  features, and forward returns [adversarial output, class logits] as one (batch, 1 + n_classes)
+  tensor, so that G_D, DDP and the split into fakes and reals carry it unchanged."""
 
   arch_table = None
 
@@ -200,9 +203,10 @@ class Discriminator(Model):
                n_classes=1000, num_D_SVs=1, num_D_SV_itrs=1, D_activation=nn.ReLU(inplace=False),
                D_lr=2e-4, D_B1=0.0, D_B2=0.999, adam_eps=1e-8, SN_eps=1e-12, output_dim=1,
                D_init='ortho', skip_init=False, D_param='SN', fold_resampling=True,
-               cpu_channels_last=True, **kwargs):
+               cpu_channels_last=True, AC_weight=0.0, **kwargs):
     super().__init__()
     self.ch = D_ch
+    self.auxiliary_classifier = AC_weight > 0
     self.D_wide = D_wide
     self.resolution = resolution
     self.kernel_size = D_kernel_size
@@ -228,6 +232,8 @@ class Discriminator(Model):
                                  for index in range(len(self.arch['out_channels']))])
     self.linear = self.which_linear(self.arch['out_channels'][-1], self.output_dim)
     self.embed = self.which_embedding(self.n_classes, self.arch['out_channels'][-1])
+    if self.auxiliary_classifier:  # registered last: the keys before it keep their order
+      self.classifier = self.which_linear(self.arch['out_channels'][-1], self.n_classes)
     self.finish()
 
   def stem(self, x):
@@ -240,7 +246,10 @@ class Discriminator(Model):
       for block in blocklist:
         h = block(h)
     h = torch.sum(self.activation(h), [2, 3])
-    return self.linear(h) + torch.sum(self.embed(y) * h, 1, keepdim=True)
+    out = self.linear(h) + torch.sum(self.embed(y) * h, 1, keepdim=True)
+    if self.auxiliary_classifier:
+      return torch.cat([out, self.classifier(h)], 1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

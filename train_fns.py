@@ -16,6 +16,7 @@ import importlib
 import sys
 
 import torch
+import torch.nn.functional as F
 
 import augment
 import checkpoints
@@ -204,6 +205,17 @@ class GANStep(object):
     self.small_data = augment.SmallData.from_config(config, self.device)
     if self.small_data is not None:
       self.small_data.attach(D)
+    self.AC_weight = config.get('AC_weight', 0.0)
+    self.AC_losses = {}
+
+  def auxiliary(self, D_out, labels, key):
+    """D's adversarial column, and with --AC_weight the weighted cross-entropy of its class
+    logits against labels (0 without; kept in AC_losses[key] for the log)."""
+    if not self.AC_weight:
+      return D_out, 0.0
+    loss = F.cross_entropy(D_out[:, 1:].float(), labels.as_subclass(torch.Tensor).long())
+    self.AC_losses[key] = loss.detach()
+    return D_out[:, :1], self.AC_weight * loss
 
   def announce(self, text):
     if text not in self.announced:
@@ -240,6 +252,7 @@ class GANStep(object):
            'D_loss_fake': D_loss_fake.detach()}
     if self.small_data is not None:
       out.update(self.small_data.update(self.state_dict['itr']))
+    out.update(self.AC_losses)
     return out
 
   def D_steps(self, x, y):
@@ -256,8 +269,13 @@ class GANStep(object):
           with autocast(config, self.device):
             D_fake, D_real = self.GD(z_[:bs], y_[:bs], x[counter], y[counter], train_G=False,
                                      split_D=config['split_D'])
+          # With --AC_weight D learns the classes of reals only: fakes' classes would teach it G's
+          # mistakes.
+          if self.AC_weight:
+            D_fake = D_fake[:, :1]
+          D_real, AC_loss = self.auxiliary(D_real, y[counter], 'AC_loss_real')
           D_loss_real, D_loss_fake = self.discriminator_loss(D_fake, D_real)
-          D_loss = (D_loss_real + D_loss_fake) / float(accumulations)
+          D_loss = (D_loss_real + D_loss_fake + AC_loss) / float(accumulations)
           if self.small_data is not None:
             D_loss = D_loss + self.small_data.D_terms(D_real, D_fake) / float(accumulations)
           D.scaler.scale(D_loss).backward()
@@ -282,7 +300,8 @@ class GANStep(object):
       with _sync_unless(self.replicas.get('G'), last):
         with autocast(config, self.device):
           D_fake = self.GD(z_, y_, train_G=True, split_D=config['split_D'])
-        G_loss = self.generator_loss(D_fake) / float(accumulations)
+        D_fake, AC_loss = self.auxiliary(D_fake, y_, 'AC_loss_fake')
+        G_loss = (self.generator_loss(D_fake) + AC_loss) / float(accumulations)
         G.scaler.scale(G_loss).backward()
     if config['G_ortho'] > 0.0:
       self.announce('using modified ortho reg in G')

@@ -1,7 +1,7 @@
 """augment.py and LeCam: every augmentation op (shape, range, per-image independence, gradients,
 p = 0, seeds) against float64 references written here; ADA's p controller on a synthetic signal
 and on 2 gloo ranks; LeCam's formula and anchors; the training step applying them to everything D
-sees; bit-exact resume (stop and SIGKILL) with all of them on."""
+sees; bit-exact resume (stop and SIGKILL) with all of them on, and --AC_weight."""
 import os
 import signal
 
@@ -361,11 +361,11 @@ def test_the_step_augments_every_image_D_sees_and_nothing_when_off():
 def test_a_resumed_run_with_all_options_is_bit_exact_after_a_stop_and_after_sigkill(tmp_path,
                                                                                     repo_root):
   small = (' --DiffAugment translation,color,cutout --ada_target 0.6 --ada_p 0.3 --ada_kimg 0.05 '
-           '--ada_interval 3 --LeCam 0.3 --num_D_steps 1 --sv_log_interval 1')
+           '--ada_interval 3 --LeCam 0.3 --AC_weight 0.5 --num_D_steps 1 --sv_log_interval 1')
   flags = small + ' --num_iters 3 --save_every 2'
   train.main(argv(tmp_path / 'a', flags))
   exp = experiment(tmp_path, small)
-  assert exp.endswith('_ema_DAtranslation-color-cutout_ADA0.6_ADAp0.3_LeCam0.3')
+  assert exp.endswith('_ema_DAtranslation-color-cutout_ADA0.6_ADAp0.3_LeCam0.3_AC0.5')
   with open(tmp_path / 'a' / 'logs' / exp / 'ada_p.log') as f:
     p = [float(line.split(':')[1]) for line in f]
   assert p[:2] == [0.3, 0.3] and p[2] != 0.3  # moved at itr 3, by 12 reals / 50

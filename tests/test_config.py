@@ -245,13 +245,14 @@ def test_small_data_flags_are_checked():
                          ('--ada_target 1.5', '--ada_target must be in'),
                          ('--ada_interval 0', '--ada_interval must be'),
                          ('--LeCam -1', '--LeCam must not be negative'),
-                         ('--LeCam_decay 1', '--LeCam_decay must be in')]:
+                         ('--LeCam_decay 1', '--LeCam_decay must be in'),
+                         ('--AC_weight -1', '--AC_weight must not be negative')]:
     with pytest.raises(UserError, match=message):
       configuration.check_config(make_config(flags))
   default = make_config('')
   assert configuration.name_from_config(default) == configuration.name_from_config(
       {k: v for k, v in default.items() if 'ada' not in k and 'LeCam' not in k
-       and k != 'DiffAugment'})
+       and k not in ('DiffAugment', 'AC_weight')})
 
 
 def test_truncation_values_do_not_drift():

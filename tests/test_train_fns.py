@@ -117,3 +117,66 @@ def test_D_accumulation_equals_one_big_batch(k):
   for name in results[0]:
     torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-9, atol=1e-11,
                                msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# --AC_weight: the auxiliary classifier
+# ---------------------------------------------------------------------------------------------
+
+AC_FLAGS = ('--G_ch 4 --D_ch 4 --G_attn 0 --D_attn 0 --dim_z 8 --batch_size 3 --num_D_steps 1 '
+            '--G_shared --shared_dim 4')
+
+
+def cross_entropy64(logits, labels):
+  """Mean -log softmax(logits)[label], written out in float64."""
+  logits = logits.double()
+  log_sum = torch.log(torch.exp(logits - logits.max(1, keepdim=True)[0]).sum(1))
+  picked = logits.gather(1, labels.view(-1, 1)).squeeze(1) - logits.max(1)[0]
+  return (log_sum - picked).mean().item()
+
+
+def test_auxiliary_classifier_logits_follow_the_projection_output_and_its_keys_come_last():
+  torch.manual_seed(0)
+  plain = BigGAN.Discriminator(**make_config(AC_FLAGS)).eval()
+  torch.manual_seed(0)
+  D = BigGAN.Discriminator(**make_config(AC_FLAGS + ' --AC_weight 0.5')).eval()
+  keys = list(D.state_dict())
+  assert keys[:len(plain.state_dict())] == list(plain.state_dict())
+  assert all(k.startswith('classifier.') for k in keys[len(plain.state_dict()):])
+  D.load_state_dict(plain.state_dict(), strict=False)
+  x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 3, 9, 3])
+  features = []
+  D.linear.register_forward_hook(lambda module, args, out: features.append(args[0]))
+  out = D(x, y)
+  assert out.shape == (4, 11)
+  assert torch.equal(out[:, :1], plain(x, y))
+  torch.testing.assert_close(out[:, 1:], D.classifier(features[0]))
+
+
+def test_ac_weight_adds_the_weighted_cross_entropy_of_reals_to_D_and_of_fakes_to_G():
+  weight = 0.7
+  config = make_config(AC_FLAGS + ' --AC_weight %g' % weight)
+  torch.manual_seed(0)
+  G, D = BigGAN.Generator(**config), BigGAN.Discriminator(**config)
+  z_, y_ = sampling.prepare_z_y(3, G.dim_z, 10, device='cpu')
+  step = train_fns.GAN_training_function(G, D, BigGAN.G_D(G, D), z_, y_, None, {'itr': 1},
+                                         config)
+  outputs = []  # D's outputs: the D step's [fakes; reals], then the G step's fakes
+  D.register_forward_hook(lambda module, args, out: outputs.append(out.detach().clone()))
+  x, y = torch.rand(3, 3, 32, 32) * 2 - 1, torch.tensor([1, 7, 4])
+  metrics = step(x, y)
+  (D_out, G_out), labels = outputs, y_.as_subclass(torch.Tensor)  # y_: the G step's last draw
+  assert D_out.shape == (6, 11) and G_out.shape == (3, 11)
+  assert metrics['AC_loss_real'].item() == pytest.approx(cross_entropy64(D_out[3:, 1:], y),
+                                                         rel=1e-5)
+  assert metrics['AC_loss_fake'].item() == pytest.approx(cross_entropy64(G_out[:, 1:], labels),
+                                                         rel=1e-5)
+  hinge = -G_out[:, 0].double().mean().item()  # the generator's hinge loss on the fakes
+  assert metrics['G_loss'].item() == pytest.approx(
+      hinge + weight * cross_entropy64(G_out[:, 1:], labels), rel=1e-5)
+  real_hinge = torch.relu(1 - D_out[3:, 0].double()).mean().item()
+  assert metrics['D_loss_real'].item() == pytest.approx(real_hinge, rel=1e-5)  # adversarial only
+  # The classifier learns from the reals' classes: its weights moved in the D step.
+  torch.manual_seed(0)
+  untouched = BigGAN.Discriminator(**config)
+  assert not torch.equal(untouched.classifier.weight, D.classifier.weight)
