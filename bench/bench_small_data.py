@@ -1,6 +1,6 @@
 """Small datasets: training recipes compared at equal wall time (or equal iterations).
 
-    python bench/bench_small_data.py                        # the README table (2.5 h on 2 cores)
+    python bench/bench_small_data.py                        # the README table (3 h, 2 cores)
     python bench/bench_small_data.py --datasets shapes500_32 --recipes original,launcher \\
         --minutes 1,3
     python bench/bench_small_data.py --iters 100,200,400 --datasets shapes2000_32   # by iteration
@@ -14,6 +14,7 @@ Recipes (train.py flags after --dataset FOLDER --resolution R):
   diffaugment   original + --DiffAugment translation,color,cutout
   ada           original + --ada_target 0.6 --ada_kimg 20
   lecam         original + --LeCam 0.3
+  ac            original + --AC_weight 1 (an auxiliary classifier in D)
   launcher      the flags of scripts/launch_small_data.sh (read from the script)
 Each recipe trains from the same seed; at each checkpoint of training wall time (--minutes,
 counted from the start of train.run, evaluations excluded) or of iterations (--iters), G_ema is
@@ -64,6 +65,7 @@ RECIPES = {
     'diffaugment': ORIGINAL + ' --DiffAugment translation,color,cutout',
     'ada': ORIGINAL + ' --ada_target 0.6 --ada_kimg 20',
     'lecam': ORIGINAL + ' --LeCam 0.3',
+    'ac': ORIGINAL + ' --AC_weight 1',
     'launcher': None,  # read from scripts/launch_small_data.sh
 }
 GENERATORS = {'shapes': datasets.Shapes, 'patterns': patterns.Patterns}

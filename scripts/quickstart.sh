@@ -6,7 +6,8 @@
 # Writes checkpoints to runs/quickstart/weights, logs to runs/quickstart/logs, samples to
 # runs/quickstart/samples (QUICKSTART_ROOT=FOLDER for another place), and a loss plot.
 # The recipe: 750 iterations of G and D at ch 8 (32 channels) without attention, batch 32, one D
-# step, orthogonal init of G and D (it learned more shape than N(0, 0.02) init on two seeds), EMA
+# step, orthogonal init of G and D (it learned more shape than N(0, 0.02) init on two seeds), an
+# auxiliary classifier in D (--AC_weight 1: a direct class signal; more shape on two seeds), EMA
 # 0.99 from the start; README.md ("Small datasets and modest hardware") has its measurements.
 # Extra flags are passed to train.py, e.g. `bash scripts/quickstart.sh --num_iters 1000`.
 # SIGTERM or Ctrl-C stops it cleanly: train.py saves a checkpoint first (then --resume goes on).
@@ -38,7 +39,7 @@ run python train.py \
 --dataset Shapes --resolution 32 --base_root $ROOT \
 --shuffle --num_workers 1 \
 --batch_size 32 --num_D_steps 1 --G_ch 8 --D_ch 8 --G_attn 0 --D_attn 0 \
---G_shared --shared_dim 32 --dim_z 64 --G_init ortho --D_init ortho \
+--G_shared --shared_dim 32 --dim_z 64 --G_init ortho --D_init ortho --AC_weight 1 \
 --G_lr 4e-4 --D_lr 8e-4 \
 --ema --use_ema --ema_start 0 --ema_decay 0.99 --G_eval_mode \
 --num_iters 750 --save_every 250 --test_every 1000000 --sv_log_interval 10 "$@"
