@@ -208,11 +208,12 @@ class GANStep(object):
     self.AC_weight = config.get('AC_weight', 0.0)
     self.AC_losses = {}
 
-  def auxiliary(self, D_out, labels, key):
+  def auxiliary(self, D_out, labels=None, key=None):
     """D's adversarial column, and with --AC_weight the weighted cross-entropy of its class
-    logits against labels (0 without; kept in AC_losses[key] for the log)."""
-    if not self.AC_weight:
-      return D_out, 0.0
+    logits against labels (0 without, or without labels; kept in AC_losses[key] for the log).
+    D learns the classes of reals only: fakes' classes would teach it G's mistakes."""
+    if not self.AC_weight or labels is None:
+      return D_out[:, :1] if self.AC_weight else D_out, 0.0
     loss = F.cross_entropy(D_out[:, 1:].float(), labels.as_subclass(torch.Tensor).long())
     self.AC_losses[key] = loss.detach()
     return D_out[:, :1], self.AC_weight * loss
@@ -269,10 +270,7 @@ class GANStep(object):
           with autocast(config, self.device):
             D_fake, D_real = self.GD(z_[:bs], y_[:bs], x[counter], y[counter], train_G=False,
                                      split_D=config['split_D'])
-          # With --AC_weight D learns the classes of reals only: fakes' classes would teach it G's
-          # mistakes.
-          if self.AC_weight:
-            D_fake = D_fake[:, :1]
+          D_fake, _ = self.auxiliary(D_fake)
           D_real, AC_loss = self.auxiliary(D_real, y[counter], 'AC_loss_real')
           D_loss_real, D_loss_fake = self.discriminator_loss(D_fake, D_real)
           D_loss = (D_loss_real + D_loss_fake + AC_loss) / float(accumulations)
