@@ -357,36 +357,45 @@ def newest_save(weights_root, experiment_name, flag='--resume', recover=True):
 
 
 def load_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=None, G_ema=None,
-                 strict=True, load_optim=True, recover=True):
+                 strict=True, load_optim=True, recover=True, optional=()):
   """Load a set into the given models and state_dict (the original's signature and semantics:
   every key of `state_dict` is taken from the file). Tensors go to each model's device.
-  recover=False skips finishing interrupted saves (when another process already did)."""
+  recover=False skips finishing interrupted saves (when another process already did).
+  optional: names of D's last-registered submodules (the auxiliary 'classifier') that D and the
+  file may differ in, for fine-tuning (see fit_optional)."""
   root = '/'.join([weights_root, experiment_name])
   if recover:
     _recover(root)
   print('Loading %sweights from %s...' % (name_suffix + ' ' if name_suffix else '', root))
 
-  def load_into(target, name, strict=True):
-    path = file_path(root, name, name_suffix)
+  def read(name, target):
     if isinstance(target, nn.Module):
       device = next(iter(target.state_dict().values())).device
     else:  # an optimizer: the device of its parameters
       device = target.param_groups[0]['params'][0].device
+    return safe_load(file_path(root, name, name_suffix), device)
+
+  def load_into(target, name, strict=True, state=None):
     try:
-      target.load_state_dict(safe_load(path, device), **({'strict': strict}
-                                                         if isinstance(target, nn.Module) else {}))
+      target.load_state_dict(read(name, target) if state is None else state,
+                             **({'strict': strict} if isinstance(target, nn.Module) else {}))
     except (RuntimeError, ValueError, KeyError) as e:
       raise UserError('%s does not fit the model built from these flags (%s); use the flags of '
-                      'the run that wrote it' % (path, errors.reason(e)))
+                      'the run that wrote it' % (file_path(root, name, name_suffix),
+                                                 errors.reason(e)))
 
   if G is not None:
     load_into(G, 'G', strict)
     if load_optim:
       load_into(G.optim, 'G_optim')
   if D is not None:
-    load_into(D, 'D', strict)
+    D_state = read('D', D)
+    D_optim = read('D_optim', D.optim) if load_optim else None
+    if optional:
+      D_state, D_optim = fit_optional(D, D_state, D_optim, optional)
+    load_into(D, 'D', strict, D_state)
     if load_optim:
-      load_into(D.optim, 'D_optim')
+      load_into(D.optim, 'D_optim', state=D_optim)
   saved = safe_load(file_path(root, STATE_FILE, name_suffix))
   for item in state_dict:
     if item in saved:
@@ -394,6 +403,39 @@ def load_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=No
   if G_ema is not None:
     load_into(G_ema, 'G_ema', strict)
   return saved
+
+
+def fit_optional(net, state, optim_state, optional):
+  """A state of `net` (and of its one-group optimizer, or None) saved with or without the
+  submodules named in `optional`, which `net` registers last (so their parameters are the
+  optimizer's last): where the file lacks them they keep net's fresh init and start without
+  Adam moments; where net lacks them they are dropped. Lets a run fine-tune a checkpoint of a
+  run with another --AC_weight setting."""
+  prefixes = tuple(name + '.' for name in optional)
+  ours = net.state_dict()
+  own = [k for k in ours if k.startswith(prefixes)]
+  theirs = [k for k in state if k.startswith(prefixes)]
+  if bool(own) == bool(theirs):
+    return state, optim_state
+  names = [name for name, _ in net.named_parameters()]
+  trailing = sum(name.startswith(prefixes) for name in names)
+  if names[len(names) - trailing:] != [n for n in names if n.startswith(prefixes)]:
+    raise ValueError('%s must be registered last' % ', '.join(optional))
+  if own:  # the file has none: net's fresh ones
+    print('%s: not in the checkpoint, freshly initialised' % ', '.join(optional))
+    state = {**state, **{k: ours[k] for k in own}}
+  else:
+    print('%s: in the checkpoint but not in this model, left out' % ', '.join(optional))
+    state = {k: v for k, v in state.items() if k not in theirs}
+  if optim_state is not None and len(optim_state['param_groups']) == 1:
+    group = dict(optim_state['param_groups'][0])
+    kept = len(names) - trailing if own else len(names)
+    ids = list(group['params'])[:kept]
+    group['params'] = ids + list(range(max(ids, default=-1) + 1,
+                                       max(ids, default=-1) + 1 + len(names) - kept))
+    optim_state = {'state': {i: s for i, s in optim_state['state'].items() if i in ids[:kept]},
+                   'param_groups': [group]}
+  return state, optim_state
 
 
 # ---------------------------------------------------------------------------------------------

@@ -226,8 +226,9 @@ def finetune(r):
                                               r.experiment_name))
   has_ema = os.path.exists(checkpoints.file_path(
       '%s/%s' % (config['weights_root'], source), 'G_ema', suffix))
+  # D's auxiliary classifier may differ: a run without --AC_weight can be fine-tuned with it.
   checkpoints.load_weights(r.G, r.D, {}, config['weights_root'], source, suffix,
-                           r.G_ema if has_ema else None, recover=False)
+                           r.G_ema if has_ema else None, recover=False, optional=('classifier',))
   for name, net in (('G', r.G), ('D', r.D)):
     if net is None:
       continue

@@ -341,6 +341,37 @@ def test_finetune_trains_at_its_own_learning_rates(tmp_path, monkeypatch):
     assert all(g['lr'] != lr for g in saved[name]['param_groups'])
 
 
+@pytest.mark.parametrize('saved_flags, tuned_flags', [('', '--AC_weight 1'),
+                                                     ('--AC_weight 1', '')])
+def test_finetune_adds_or_drops_the_auxiliary_classifier(tmp_path, capsys, monkeypatch,
+                                                         saved_flags, tuned_flags):
+  """A checkpoint without D's auxiliary classifier fine-tunes with --AC_weight (the head starts
+  fresh, without Adam moments) and one with it fine-tunes without (the head is left out); every
+  other weight and moment comes from the file."""
+  saved = write_run(tmp_path, 'EXP', prepared(tmp_path, saved_flags), {None: 3})[None]
+  seen = capture_loaded_state(monkeypatch)
+  train.main(argv(tmp_path, '--finetune_from EXP --experiment_name NEW --num_iters 1 '
+                  + tuned_flags))
+  out = capsys.readouterr().out
+  head = ['classifier.weight', 'classifier.bias']
+  assert all((key in seen['D']) == bool(tuned_flags) for key in head)
+  assert all((key in saved['D']) == bool(saved_flags) for key in head)
+  common = [k for k in saved['D'] if not k.startswith('classifier.')]
+  assert [k for k in seen['D'] if not k.startswith('classifier.')] == common
+  assert tensors_equal({k: seen['D'][k] for k in common}, {k: saved['D'][k] for k in common})
+  n_params = len(seen['D_optim']['param_groups'][0]['params'])
+  n_common = n_params - 2 if tuned_flags else n_params
+  assert n_params == len(saved['D_optim']['param_groups'][0]['params']) + (2 if tuned_flags
+                                                                           else -2)
+  assert sorted(seen['D_optim']['state']) == list(range(n_common))  # none for a fresh head
+  assert tensors_equal(seen['D_optim']['state'],
+                       {i: saved['D_optim']['state'][i] for i in range(n_common)})
+  assert ('not in the checkpoint, freshly initialised' in out) == bool(tuned_flags)
+  assert ('in the checkpoint but not in this model, left out' in out) == bool(saved_flags)
+  tuned = checkpoints.safe_load(tmp_path / 'weights' / 'NEW' / 'D_optim.pth')
+  assert sorted(tuned['state']) == list(range(n_params))  # the head trained in that iteration
+
+
 def test_resume_with_load_weights_continues_from_that_copy(tmp_path, capsys, monkeypatch):
   """Written on a GPU machine (every tensor tagged cuda:0), resumed here."""
   config = prepared(tmp_path)
