@@ -429,11 +429,11 @@ def fit_optional(net, state, optim_state, optional):
     state = {k: v for k, v in state.items() if k not in theirs}
   if optim_state is not None and len(optim_state['param_groups']) == 1:
     group = dict(optim_state['param_groups'][0])
-    kept = len(names) - trailing if own else len(names)
-    ids = list(group['params'])[:kept]
-    group['params'] = ids + list(range(max(ids, default=-1) + 1,
-                                       max(ids, default=-1) + 1 + len(names) - kept))
-    optim_state = {'state': {i: s for i, s in optim_state['state'].items() if i in ids[:kept]},
+    ids = list(group['params'])[:len(names) - trailing if own else len(names)]
+    start = max(ids, default=-1) + 1  # a fresh head's ids follow, without state
+    group['params'] = ids + list(range(start, start + len(names) - len(ids)))
+    kept = set(ids)
+    optim_state = {'state': {i: s for i, s in optim_state['state'].items() if i in kept},
                    'param_groups': [group]}
   return state, optim_state
 
