@@ -68,6 +68,15 @@ throughout (load average 4-10), torch 2.14.1:
     sample 2x slower than one (each of the model's many ops waits for both threads; the
     reference is one long op). A spot check at a quiet moment, 2 threads: forward + backward at
     K 4, batch 16 took 0.55 s (87 GFLOP/s) against the conv's 129 GFLOP/s: 67%.
+  Since 2026-12-07 a CPU process keeps its freed memory (distributed.keep_freed_memory, as
+  train.py and sample.py do): before, glibc mapped every 32 MB activation of the 256 px model
+  afresh, and a sample took 65k page faults (0.17-0.20 s of kernel time, counted in CPU time);
+  now none. Two runs side by side, one core each (load average about 1): sample K 4 1.28 / 1.49
+  s = 63 / 62% of the conv's 83.8 / 72.9 GFLOP/s; train K 8 2.24 / 2.06 s = 59 / 55% (training
+  allocates below glibc's mmap threshold and was not faulting). The reference conv's best of 5
+  varied 70-86 GFLOP/s between runs of the same hour, which moves the ratio by 10 points; the
+  A/B in one process, in turns: 0 against 65544 faults per sample, 1.26-1.28 s against 1.34-1.57
+  s of user time plus 0.17-0.20 s of system time.
   The goal of 70% is not reached: the coupling networks' thin convolutions (6 -> 512 in, 512 ->
   12 out at level 1: a quarter of the FLOPs) run at 30-40% of the reference in oneDNN, also in
   channels_last (which the networks use on the CPU: training 5-10% and sampling 20% faster than

@@ -6,6 +6,7 @@ rank stopping all."""
 import json
 import multiprocessing
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -392,3 +393,32 @@ def test_unequal_metric_shares_with_cross_replica_bn_in_train_mode(tmp_path):
   [log] = [f for f in os.listdir(tmp_path / 'logs') if f.endswith('_log.jsonl')]
   [record] = [json.loads(line) for line in open(tmp_path / 'logs' / log)]
   assert record['itr'] == 1 and record['IS_mean'] >= 1
+
+
+_FAULTS = '''
+import resource, sys, torch, distributed
+if sys.argv[1] == 'device':
+  print('device', distributed.pick_device('cpu'))
+counts = []
+for _ in range(8):  # two 48 MB tensors, allocated and freed as a sampling loop does
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  x, y = torch.ones(12 * 2 ** 20), torch.ones(12 * 2 ** 20)
+  del x, y
+  counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print('faults', min(counts[2:]))
+'''
+
+
+@pytest.mark.skipif(platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc',
+                    reason="glibc's malloc only")
+def test_a_cpu_process_keeps_its_freed_memory_unless_the_environment_sets_malloc(repo_root):
+  def faults(mode, **env):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
+    out = subprocess.run([sys.executable, '-c', _FAULTS, mode], cwd=repo_root, check=True,
+                         capture_output=True, text=True, env=dict(environ, **env)).stdout
+    return int(out.split('faults')[1])
+  pages = 2 * 48 * 2 ** 20 // os.sysconf('SC_PAGE_SIZE')
+  # glibc's default: each 48 MB block mmap'ed afresh and page-faulted on first touch.
+  assert faults('plain') >= pages // 2
+  assert faults('device') < pages // 20  # pick_device('cpu'): the heap is reused
+  assert faults('device', MALLOC_MMAP_MAX_='65536') >= pages // 2  # the environment's choice
