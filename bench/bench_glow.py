@@ -77,6 +77,11 @@ throughout (load average 4-10), torch 2.14.1:
   varied 70-86 GFLOP/s between runs of the same hour, which moves the ratio by 10 points; the
   A/B in one process, in turns: 0 against 65544 faults per sample, 1.26-1.28 s against 1.34-1.57
   s of user time plus 0.17-0.20 s of system time.
+  train also prints the share of the reference's forward + backward pass (3x the FLOPs of its
+  forward; oneDNN's backward kernels run slower here), the fairer bound for a training step:
+  three runs (load average about 1, two of them side by side): 2.03 / 2.03 / 1.90 s per
+  iteration = 56 / 62 / 58% of the forward conv's 84.2 / 76.1 / 88.1 GFLOP/s and 66 / 72 / 73%
+  of the forward + backward pass's 71.8 / 65.6 / 69.6 GFLOP/s.
   The goal of 70% is not reached: the coupling networks' thin convolutions (6 -> 512 in, 512 ->
   12 out at level 1: a quarter of the FLOPs) run at 30-40% of the reference in oneDNN, also in
   channels_last (which the networks use on the CPU: training 5-10% and sampling 20% faster than
@@ -176,21 +181,33 @@ def flow(resolution, levels, depth, hidden, **options):
 # ---------------------------------------------------------------------------------------------
 
 
-def timed_against_conv(label, work, flops, args):
+def timed_against_conv(label, work, flops, args, backward=False):
   """Time work in turns with the reference 3x3 convolution (both layouts; the faster counts) and
-  print its time and GFLOP/s as a share of the reference's. Returns work's time."""
+  print its time and GFLOP/s as a share of the reference's. With backward, also against the
+  reference's forward + backward pass (what a training step's convolutions can reach: on this
+  CPU oneDNN's backward kernels are slower than its forward). Returns work's time."""
   conv = torch.nn.Conv2d(512, 512, 3, padding=1, bias=False).requires_grad_(False).to(DEVICE)
   x = torch.randn(16, 512, 16, 16, device=DEVICE)
   cl = x.contiguous(memory_format=torch.channels_last)
   ref_flops = count_flops(lambda: conv(x))
-  times = interleaved({'work': work, 'conv': lambda: conv(x), 'conv_cl': lambda: conv(cl)},
-                      args.repeats, args.cpu_time)
+  fns = {'work': work, 'conv': lambda: conv(x), 'conv_cl': lambda: conv(cl)}
+  if backward:
+    train_conv = torch.nn.Conv2d(512, 512, 3, padding=1, bias=False).to(DEVICE)
+    xs = [t.clone().requires_grad_() for t in (x, cl)]
+    fns.update({'train_conv': lambda: train_conv(xs[0]).sum().backward(),
+                'train_conv_cl': lambda: train_conv(xs[1]).sum().backward()})
+  times = interleaved(fns, args.repeats, args.cpu_time)
   reference = ref_flops / min(times['conv'], times['conv_cl']) / 1e9
   rate = flops / times['work'] / 1e9
   print('%s: %.4f s, %.1f GFLOP, %.1f GFLOP/s = %.0f%% of the 3x3 conv\'s %.1f GFLOP/s '
         '(NCHW %.1f, channels_last %.1f)'
         % (label, times['work'], flops / 1e9, rate, 100 * rate / reference, reference,
            ref_flops / times['conv'] / 1e9, ref_flops / times['conv_cl'] / 1e9))
+  if backward:
+    train_flops = count_flops(fns['train_conv'])
+    train_reference = train_flops / min(times['train_conv'], times['train_conv_cl']) / 1e9
+    print('         = %.0f%% of the conv\'s forward + backward pass, %.1f GFLOP/s'
+          % (100 * rate / train_reference, train_reference))
   return times['work']
 
 
@@ -227,7 +244,7 @@ def train_speed(args):
     optimizer.step()
   flops = count_flops(lambda: net.loss(x, y)['loss'].backward())
   timed_against_conv('train    32 px, L 3, K %d, hidden 512, batch %d, one iteration'
-                     % (args.train_depth, args.train_batch), iteration, flops, args)
+                     % (args.train_depth, args.train_batch), iteration, flops, args, backward=True)
 
 
 def reversible_cost(args):
