@@ -49,11 +49,12 @@ class Context(object):
 
 
 def keep_freed_memory():
-  """Have glibc's malloc keep freed memory in the process (no mmap, no trimming; returns whether
-  it did). By default it maps each block of 32 MB or more afresh and unmaps it when freed, so
-  every large tensor page-faults on first touch: sampling a 256 px Glow (bench/bench_glow.py)
-  took 65k faults, 256 MB zeroed by the kernel, per image. Peak memory is the same; it is only
-  not given back before the process ends. Called for CPU processes by pick_device; a no-op
+  """Have glibc's malloc keep freed memory in the process (no mmap; the heap trimmed only when
+  more than 1 GiB at its top is free; returns whether it did). By default it maps each block of
+  32 MB or more afresh and unmaps it when freed, so every large tensor page-faults on first
+  touch: sampling a 256 px Glow (bench/bench_glow.py) took 65k faults, 256 MB zeroed by the
+  kernel, per image. Peak memory is the same; freed memory is only given back later (at the end
+  of the process, or past that 1 GiB). Called for CPU processes by pick_device; a no-op
   where malloc is not glibc's, or is set up by the environment (MALLOC_*, GLIBC_TUNABLES: the
   way to opt out, e.g. MALLOC_MMAP_MAX_=65536)."""
   if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
