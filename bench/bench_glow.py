@@ -194,8 +194,12 @@ def timed_against_conv(label, work, flops, args, backward=False):
   if backward:
     train_conv = torch.nn.Conv2d(512, 512, 3, padding=1, bias=False).to(DEVICE)
     xs = [t.clone().requires_grad_() for t in (x, cl)]
-    fns.update({'train_conv': lambda: train_conv(xs[0]).sum().backward(),
-                'train_conv_cl': lambda: train_conv(xs[1]).sum().backward()})
+
+    def train_step(t):  # gradients set to None first, as the training step's zero_grad does
+      train_conv.weight.grad = t.grad = None
+      train_conv(t).sum().backward()
+    fns.update({'train_conv': lambda: train_step(xs[0]),
+                'train_conv_cl': lambda: train_step(xs[1])})
   times = interleaved(fns, args.repeats, args.cpu_time)
   reference = ref_flops / min(times['conv'], times['conv_cl']) / 1e9
   rate = flops / times['work'] / 1e9
