@@ -16,8 +16,10 @@ attention_resolutions = models.attention_resolutions  # the original's name here
 
 
 def G_arch(ch=64, attention='64', ksize='333333', dilation='111111'):
-  """Channels (multiples of ch) and output resolution of each G block; every block upsamples x2."""
-  stages = {32: ([4, 4, 4], [4, 4, 4]),
+  """Channels (multiples of ch) and output resolution of each G block; every block upsamples x2.
+  16 px is new (the 32 px stages less the last): a model small enough to learn in CPU minutes."""
+  stages = {16: ([4, 4], [4, 4]),
+            32: ([4, 4, 4], [4, 4, 4]),
             64: ([16, 16, 8, 4], [16, 8, 4, 2]),
             128: ([16, 16, 8, 4, 2], [16, 8, 4, 2, 1]),
             256: ([16, 16, 8, 8, 4, 2], [16, 8, 8, 4, 2, 1]),
@@ -31,9 +33,11 @@ def D_arch(ch=64, attention='64', ksize='333333', dilation='111111'):
   """Channels, downsampling and resolution label of each D block.
 
   The 32 px labels (all 16) are wrong in the original but decide where attention goes, so they are
-  kept. 512 px is new (the paper's table; the original has none).
+  kept. 512 px is new (the paper's table; the original has none); so is 16 px (the 32 px stages
+  on half the size, labelled right).
   """
-  stages = {32: ([3, 4, 4, 4], [4, 4, 4, 4], [True, True, False, False], [16, 16, 16, 16]),
+  stages = {16: ([3, 4, 4, 4], [4, 4, 4, 4], [True, True, False, False], [8, 4, 4, 4]),
+            32: ([3, 4, 4, 4], [4, 4, 4, 4], [True, True, False, False], [16, 16, 16, 16]),
             64: ([3, 1, 2, 4, 8], [1, 2, 4, 8, 16], [True] * 4 + [False], [32, 16, 8, 4, 4]),
             128: ([3, 1, 2, 4, 8, 16], [1, 2, 4, 8, 16, 16], [True] * 5 + [False],
                   [64, 32, 16, 8, 4, 4]),

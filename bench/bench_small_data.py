@@ -123,7 +123,8 @@ class Reference(object):
       self.classifier = shapes_classifier.load_or_train(resolution, root)
     else:
       path = os.path.join(root, '%s%d_classifier.pth' % (kind, resolution))
-      self.classifier = shapes_classifier.SmallClassifier(len(self.names))
+      self.classifier = shapes_classifier.SmallClassifier(len(self.names),
+                                                           resolution=resolution)
       if os.path.exists(path):
         self.classifier.load_state_dict(torch.load(path, weights_only=True))
       else:

@@ -188,7 +188,7 @@ def test_mybn_eval_needs_no_device_sync_and_averages_the_originals_sums(monkeypa
   torch.testing.assert_close(plain(z, plain.shared(y)), reference)
 
 
-@pytest.mark.parametrize('res', [32, 64, 128, 256, 512])
+@pytest.mark.parametrize('res', [16, 32, 64, 128, 256, 512])
 def test_every_resolution_runs(res):
   torch.manual_seed(0)
   ch = 1 if res == 512 else 2

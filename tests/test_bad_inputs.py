@@ -165,7 +165,7 @@ CASES = [
     ('train-negative-iterations', 'train', '{roots} --num_iters -3',
      '--num_iters must not be negative (got -3)', [], None),
     ('train-resolution-without-architecture', 'train', '{roots} --resolution 48',
-     'BigGAN has no G architecture for resolution 48; available: 32, 64', [], None),
+     'BigGAN has no G architecture for resolution 48; available: 16, 32, 64', [], None),
     ('train-unknown-model', 'train', '{roots} --model BigGAN3',
      'unknown --model BigGAN3: there is no BigGAN3.py; use BigGAN or BigGANdeep', [], None),
     ('train-unknown-dataset', 'train', '{roots} --dataset ImageNet21k',

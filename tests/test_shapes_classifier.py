@@ -73,3 +73,18 @@ def test_the_classifier_is_trained_once_then_read_from_its_cache(tmp_path, monke
   assert torch.equal(first(x), second(x)) and not first.training
   with pytest.raises(UserError, match='16 px or more'):
     shapes_classifier.load_or_train(8, str(tmp_path))
+  # A cache written before 16 px images kept their resolution in the first stage is replaced.
+  path = tmp_path / 'Shapes16_classifier.pth'
+  saved = torch.load(path)
+  del saved['first_stride']
+  torch.save(saved, path)
+  shapes_classifier.load_or_train(16, str(tmp_path))
+  assert trained == [16, 16] and torch.load(path)['first_stride'] == 1
+
+
+@pytest.mark.parametrize('resolution, first', [(16, 16), (24, 24), (32, 16), (64, 32)])
+def test_the_first_stage_halves_images_of_32_px_and_more_only(resolution, first):
+  model = shapes_classifier.SmallClassifier(10, resolution=resolution)
+  x = torch.zeros(2, 3, resolution, resolution)
+  assert model.stages[0](x).shape[-1] == first
+  assert model(x).shape == (2, 10)
