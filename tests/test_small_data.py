@@ -40,13 +40,14 @@ def test_sample_py_refuses_shapes_accuracy_for_other_classes_before_loading(tmp_
 # ---------------------------------------------------------------------------------------------
 
 
-def tiny_classifier(data_root):
+def tiny_classifier(data_root, resolution=16):
   """A cached Shapes classifier, so the scripts do not spend seconds training one."""
-  images, labels = shapes_classifier.shapes_images(32, 40, 1)
+  images, labels = shapes_classifier.shapes_images(resolution, 40, 1)
   model = shapes_classifier.fit(images, labels, 10, epochs=1, batch_size=20, log=lambda s: None)
   os.makedirs(data_root, exist_ok=True)
-  torch.save({'model': model.state_dict(), 'accuracy': 0.5, 'resolution': 32},
-             os.path.join(data_root, 'Shapes32_classifier.pth'))
+  torch.save({'model': model.state_dict(), 'accuracy': 0.5, 'resolution': resolution,
+              'first_stride': shapes_classifier.first_stride(resolution)},
+             shapes_classifier.cache_path(resolution, data_root))
 
 
 def start(command, log, env=None):
@@ -78,6 +79,7 @@ def test_quickstart_stops_cleanly_on_sigterm_then_resumes_and_scores(tmp_path, r
   assert code == 0, first
   assert 'Received SIGTERM: saved the checkpoint' in first and 'Stopped by a signal' in first
   exp, = [e for e in os.listdir(root / 'weights')]
+  assert exp.startswith('BigGAN_Shapes16_')
   stopped_at = checkpoints.safe_load(root / 'weights' / exp / 'state_dict.pth')['itr']
   assert os.path.exists(root / 'weights' / exp / 'G_ema.pth')
   done = subprocess.run(['bash', script] + shlex.split(TINY + ' --num_iters %d --resume'
@@ -90,6 +92,9 @@ def test_quickstart_stops_cleanly_on_sigterm_then_resumes_and_scores(tmp_path, r
   sheet = done.stdout.split('final sheet, a row per class: ')[1].split(')')[0]
   assert sheet.endswith('/%d/samples0.jpg' % (stopped_at + 2)) and os.path.exists(sheet)
   assert os.path.exists(root / 'training.png')
+  # The classifier started beside the training read the cache (a tiny one: 0.5) as sample.py did.
+  assert 'held-out accuracy 0.500' in (root / 'classifier.log').read_text()
+  assert 'held-out accuracy 0.500' in (root / 'score.log').read_text()
 
 
 def test_launcher_trains_a_folder_and_stops_cleanly_on_sigterm(tmp_path, repo_root):
