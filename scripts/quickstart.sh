@@ -6,16 +6,17 @@
 # row of the sheet has the right colour and shape).
 # Writes checkpoints to runs/quickstart/weights, logs to runs/quickstart/logs, samples to
 # runs/quickstart/samples (QUICKSTART_ROOT=FOLDER for another place), and a loss plot.
-# The recipe: 2500 iterations of G and D at 16 px (an iteration costs about 0.4x a 32 px one here
-# and learns about as much shape) and ch 8 (32 channels) without attention, batch 16, one D step at learning rates
-# 1e-3 (G) and 2e-3 (D), orthogonal init of G and D, an auxiliary classifier in D (--AC_weight
-# 1: a direct class signal), EMA 0.99 from the start; README.md ("Small datasets and modest
-# hardware") has its measurements.
+# The recipe: 2500 iterations of G and D at 16 px (an iteration costs about 0.4x a 32 px one
+# here and learns about as much shape) and ch 8 (32 channels) without attention, batch 16, one
+# D step at learning rates 1e-3 (G) and 2e-3 (D), orthogonal init of G and D, an auxiliary
+# classifier in D (--AC_weight 1: a direct class signal), EMA 0.99 from the start; README.md
+# ("Small datasets and modest hardware") has its measurements.
 # Extra flags are passed to train.py, e.g. `bash scripts/quickstart.sh --num_iters 4000`.
 # SIGTERM or Ctrl-C stops it cleanly: train.py saves a checkpoint first (then --resume goes on).
 set -e
 cd "$(dirname "$0")/.."
 ROOT=${QUICKSTART_ROOT:-runs/quickstart}
+RES=16
 STOPPED=
 PID=
 CLASSIFIER=
@@ -42,11 +43,11 @@ run() {  # a child process that a signal to this script stops cleanly
 
 # The scoring classifier trains beside G and D (cached in $ROOT/data; at once when it is there).
 mkdir -p $ROOT
-python shapes_classifier.py --resolution 16 --data_root $ROOT/data >$ROOT/classifier.log 2>&1 &
+python shapes_classifier.py --resolution $RES --data_root $ROOT/data >$ROOT/classifier.log 2>&1 &
 CLASSIFIER=$!
 # One thread: at this size a second one adds 3% here, and the classifier has the other core.
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} run python train.py \
---dataset Shapes --resolution 16 --base_root $ROOT \
+--dataset Shapes --resolution $RES --base_root $ROOT \
 --shuffle --num_workers 1 \
 --batch_size 16 --num_D_steps 1 --G_ch 8 --D_ch 8 --G_attn 0 --D_attn 0 \
 --G_shared --shared_dim 32 --dim_z 64 --G_init ortho --D_init ortho --AC_weight 1 \
