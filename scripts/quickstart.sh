@@ -16,7 +16,6 @@
 set -e
 cd "$(dirname "$0")/.."
 ROOT=${QUICKSTART_ROOT:-runs/quickstart}
-RES=16
 STOPPED=
 PID=
 CLASSIFIER=
@@ -43,11 +42,11 @@ run() {  # a child process that a signal to this script stops cleanly
 
 # The scoring classifier trains beside G and D (cached in $ROOT/data; at once when it is there).
 mkdir -p $ROOT
-python shapes_classifier.py --resolution $RES --data_root $ROOT/data >$ROOT/classifier.log 2>&1 &
+python shapes_classifier.py --resolution 16 --data_root $ROOT/data >$ROOT/classifier.log 2>&1 &
 CLASSIFIER=$!
 # One thread: at this size a second one adds 3% here, and the classifier has the other core.
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} run python train.py \
---dataset Shapes --resolution $RES --base_root $ROOT \
+--dataset Shapes --resolution 16 --base_root $ROOT \
 --shuffle --num_workers 1 \
 --batch_size 16 --num_D_steps 1 --G_ch 8 --D_ch 8 --G_attn 0 --D_attn 0 \
 --G_shared --shared_dim 32 --dim_z 64 --G_init ortho --D_init ortho --AC_weight 1 \
