@@ -199,3 +199,14 @@ def test_every_resolution_runs(res):
   x = G(torch.randn(1, G.dim_z), G.shared(y))
   assert x.shape == (1, 3, res, res)
   assert D(x, y).shape == (1, 1)
+
+
+def test_16px_D_keeps_the_resolution_in_its_first_block():
+  """Halving 16 px images at once loses the corners that tell shapes apart (README: D trained
+  as a classifier of 16 px Shapes reached 0.74 held-out accuracy that way, 0.93 this way)."""
+  D = BigGAN.Discriminator(**make_config('--D_ch 8 --D_attn 0', 16))
+  sizes = []
+  for blocklist in D.blocks:
+    blocklist[-1].register_forward_hook(lambda module, args, out: sizes.append(tuple(out.shape)))
+  assert D(torch.randn(2, 3, 16, 16), torch.tensor([0, 1])).shape == (2, 1)
+  assert sizes == [(2, 16, 16, 16), (2, 32, 8, 8), (2, 32, 4, 4)]
