@@ -9,7 +9,8 @@
 # The recipe: 2600 iterations of G and D at 16 px (an iteration costs about 0.4x a 32 px one
 # here and learns about as much shape) and ch 8 (32 channels) without attention, batch 16, one
 # D step at learning rates 1e-3 (G) and 2e-3 (D), orthogonal init of G and D, an auxiliary
-# classifier in D (--AC_weight 1: a direct class signal), EMA 0.99 from the start; README.md
+# classifier in D (--AC_weight 1: a direct class signal), hierarchical z (--hier: a chunk of z in
+# each G block's conditional BN), EMA 0.99 from the start; README.md
 # ("Small datasets and modest hardware") has its measurements.
 # Extra flags are passed to train.py, e.g. `bash scripts/quickstart.sh --num_iters 4000`.
 # SIGTERM or Ctrl-C stops it cleanly: train.py saves a checkpoint first (then --resume goes on).
@@ -49,7 +50,7 @@ OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} run python train.py \
 --dataset Shapes --resolution 16 --base_root $ROOT \
 --shuffle --num_workers 1 \
 --batch_size 16 --num_D_steps 1 --G_ch 8 --D_ch 8 --G_attn 0 --D_attn 0 \
---G_shared --shared_dim 32 --dim_z 64 --G_init ortho --D_init ortho --AC_weight 1 \
+--G_shared --hier --shared_dim 32 --dim_z 64 --G_init ortho --D_init ortho --AC_weight 1 \
 --G_lr 1e-3 --D_lr 2e-3 \
 --ema --use_ema --ema_start 0 --ema_decay 0.99 --G_eval_mode \
 --num_iters 2600 --save_every 500 --test_every 1000000 --sv_log_interval 10 "$@"
