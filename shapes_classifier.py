@@ -149,9 +149,18 @@ def train_shapes_classifier(resolution, num_images=3000, log=print):
   return model, accuracy
 
 
+def save_cache(model, accuracy, resolution, data_root='data'):
+  """Write the cache file load_or_train reads (whole under a temporary name, then renamed); the
+  first stage's stride tells a cache of the older network apart."""
+  path = cache_path(resolution, data_root)
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  torch.save({'model': model.state_dict(), 'accuracy': accuracy, 'resolution': resolution,
+              'first_stride': first_stride(resolution)}, path + '.tmp')
+  os.replace(path + '.tmp', path)
+
+
 def load_or_train(resolution, data_root='data', device='cpu', log=print):
-  """The Shapes classifier for `resolution` from its cache file, trained and cached if missing
-  (written whole under a temporary name, then renamed)."""
+  """The Shapes classifier for `resolution` from its cache file, trained and cached if missing."""
   if resolution < 16:
     raise UserError('the Shapes classifier needs images of 16 px or more (got %d)' % resolution)
   path = cache_path(resolution, data_root)
@@ -168,10 +177,7 @@ def load_or_train(resolution, data_root='data', device='cpu', log=print):
     trained, accuracy = train_shapes_classifier(resolution, log=log)
     model.load_state_dict(trained.state_dict())
     try:
-      os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-      torch.save({'model': model.state_dict(), 'accuracy': accuracy, 'resolution': resolution,
-                  'first_stride': first_stride(resolution)}, path + '.tmp')
-      os.replace(path + '.tmp', path)
+      save_cache(model, accuracy, resolution, data_root)
       log('Cached it in %s' % path)
     except OSError as e:
       log('Notice: could not cache the classifier in %s (%s); it is retrained next time'

@@ -44,10 +44,7 @@ def tiny_classifier(data_root, resolution=16):
   """A cached Shapes classifier, so the scripts do not spend seconds training one."""
   images, labels = shapes_classifier.shapes_images(resolution, 40, 1)
   model = shapes_classifier.fit(images, labels, 10, epochs=1, batch_size=20, log=lambda s: None)
-  os.makedirs(data_root, exist_ok=True)
-  torch.save({'model': model.state_dict(), 'accuracy': 0.5, 'resolution': resolution,
-              'first_stride': shapes_classifier.first_stride(resolution)},
-             shapes_classifier.cache_path(resolution, data_root))
+  shapes_classifier.save_cache(model, 0.5, resolution, data_root)
 
 
 def start(command, log, env=None):
