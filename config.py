@@ -179,6 +179,11 @@ def prepare_parser():
       help='Number of epochs to train for')
   add('--num_iters', type=int, default=0,
       help='(new) Stop after this many iterations; 0 runs num_epochs')
+  add('--max_minutes', type=float, default=0,
+      help='(new) Stop cleanly after this many minutes of training iterations in this process '
+           '(a checkpoint is saved, as on SIGTERM; --resume goes on), whichever of it, '
+           '--num_iters and --num_epochs comes first: a fixed time budget, e.g. a demo or a '
+           'cluster slot. 0: no limit')
   add('--parallel', action='store_true', default=False,
       help='Single-process multi-GPU with nn.DataParallel (kept for compatibility; prefer '
            'torchrun)')
@@ -527,7 +532,8 @@ def check_config(config):
               'G_ch', 'D_ch', 'dim_z', 'num_G_SVs', 'num_D_SVs', 'num_G_SV_itrs',
               'num_D_SV_itrs', 'G_depth', 'D_depth']:
     _check(config[key] >= 1, '--%s must be at least 1 (got %s)' % (key, config[key]))
-  for key in ['G_batch_size', 'num_workers', 'num_iters', 'ema_start', 'num_save_copies']:
+  for key in ['G_batch_size', 'num_workers', 'num_iters', 'ema_start', 'num_save_copies',
+              'max_minutes']:
     _check(config[key] >= 0, '--%s must not be negative (got %s)' % (key, config[key]))
   for key in ['save_every', 'test_every']:
     _check(config[key] >= 1, '--%s must be at least 1 iteration (got %s)' % (key, config[key]))

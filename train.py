@@ -8,9 +8,9 @@ Writes weights_root/<exp>/{G,G_optim,D,D_optim,state_dict,G_ema}.pth (+ copy{n},
 logs_root/<exp>_log.jsonl, logs_root/<exp>/*.log, samples_root/<exp>/... with <exp> the
 experiment name (config.name_from_config, or --experiment_name). --resume continues from the newest
 complete checkpoint, bit-exactly on CPU: the checkpoint holds every random state and the data
-position. SIGTERM / SIGUSR1 save at the next iteration boundary and exit 0. One train.py at a time
-per experiment (a lock in weights_root/<exp>); without --resume an earlier run of the same name is
-moved aside to <exp>.old-<date>, not overwritten.
+position. SIGTERM / SIGUSR1 (and the end of --max_minutes) save at the next iteration boundary
+and exit 0. One train.py at a time per experiment (a lock in weights_root/<exp>); without --resume
+an earlier run of the same name is moved aside to <exp>.old-<date>, not overwritten.
 
 --model Glow trains the flow of Glow.py by likelihood instead (glow_fns.py): no D (no D.pth,
 D_optim.pth), held-out bits/dim every --test_every iterations in the jsonl as test_bpd.
@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import sys
+import time
 
 import torch
 
@@ -320,6 +321,8 @@ def loop(r):
   """Training iterations until the end of the run or a preemption signal."""
   r.rng_devices = [torch.device(r.device).index or 0] if r.device.startswith('cuda') else []
   r.preemption = Preemption()
+  r.deadline = (time.monotonic() + 60 * r.config['max_minutes'] if r.config['max_minutes']
+                else None)
   print('Beginning training at iteration %d (epoch %d) of %d...'
         % (r.state_dict['itr'], r.state_dict['epoch'], r.total))
   try:
@@ -346,7 +349,8 @@ def iteration(r, x, y):
     metrics = {**metrics, **sv_values(r.G, r.D)}
   saving = not itr % config['save_every']
   testing = r.evaluates and not itr % config['test_every']
-  stopping = distributed.any_rank(r.preemption.requested, r.ctx) or itr >= r.total
+  out_of_time = r.deadline is not None and time.monotonic() >= r.deadline
+  stopping = distributed.any_rank(r.preemption.requested or out_of_time, r.ctx) or itr >= r.total
   rows = r.progress.add(itr, metrics) or []
   if saving or testing or stopping:  # logs are complete up to any checkpoint
     rows += r.progress.flush()
@@ -429,6 +433,10 @@ def finish(r):
   if r.preemption.requested:
     print('Received %s: saved the checkpoint at iteration %d; continue with --resume.'
           % (r.preemption.requested, r.state_dict['itr']))
+  elif config['max_minutes'] and r.state_dict['itr'] < r.total:
+    print('Stopped after --max_minutes %g at iteration %d of %d: saved the checkpoint; continue '
+          'with --resume. Weights: %s/%s' % (config['max_minutes'], r.state_dict['itr'], r.total,
+                                             config['weights_root'], name))
   else:
     print('Finished at iteration %d. Weights: %s/%s, logs: %s/%s, samples: %s/%s'
           % (r.state_dict['itr'], config['weights_root'], name, config['logs_root'], name,

@@ -164,6 +164,8 @@ CASES = [
      '--which_best FID needs FID: drop --no_fid or use --which_best IS', [], None),
     ('train-negative-iterations', 'train', '{roots} --num_iters -3',
      '--num_iters must not be negative (got -3)', [], None),
+    ('train-negative-minutes', 'train', '{roots} --max_minutes -5',
+     '--max_minutes must not be negative (got -5.0)', [], None),
     ('train-resolution-without-architecture', 'train', '{roots} --resolution 48',
      'BigGAN has no G architecture for resolution 48; available: 16, 32, 64', [], None),
     ('train-unknown-model', 'train', '{roots} --model BigGAN3',

@@ -1,11 +1,13 @@
 """train.py end to end on the built-in dataset: the original's files, resuming (also bit-exactly,
-after SIGKILL and after preemption), an original-format checkpoint, divergence."""
+after SIGKILL, after preemption and after --max_minutes), an original-format checkpoint,
+divergence."""
 import copy
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import types
 
 import numpy as np
 import pytest
@@ -159,6 +161,21 @@ def test_preemption_saves_and_exits_cleanly(tmp_path, repo_root):
                             repo_root)
   assert stopped.returncode == 0, stopped.stderr
   assert 'Received SIGTERM: saved the checkpoint at iteration 3' in stopped.stdout
+  exp = experiment(tmp_path)
+  assert checkpoints.safe_load(tmp_path / 'b' / 'weights' / exp / 'state_dict.pth')['itr'] == 3
+  train.main(argv(tmp_path / 'b', '--num_iters 7 --save_every 100 --resume'))
+  assert_same_run(tmp_path / 'a', tmp_path / 'b', exp)
+
+
+def test_max_minutes_stops_like_a_preemption_and_resumes_exactly(tmp_path, monkeypatch,
+                                                                   capsys):
+  """A clock that advances 10 s per reading: a 0.5 minute budget ends at iteration 3."""
+  train.main(argv(tmp_path / 'a', '--num_iters 7 --save_every 100'))
+  clock = iter(range(0, 10000, 10))
+  monkeypatch.setattr(train, 'time', types.SimpleNamespace(monotonic=lambda: next(clock)))
+  capsys.readouterr()
+  train.main(argv(tmp_path / 'b', '--num_iters 7 --save_every 100 --max_minutes 0.5'))
+  assert 'Stopped after --max_minutes 0.5 at iteration 3 of 7' in capsys.readouterr().out
   exp = experiment(tmp_path)
   assert checkpoints.safe_load(tmp_path / 'b' / 'weights' / exp / 'state_dict.pth')['itr'] == 3
   train.main(argv(tmp_path / 'b', '--num_iters 7 --save_every 100 --resume'))
