@@ -348,6 +348,12 @@ def prepare_parser():
            '2017) beside the projection: D learns the classes of real images by cross-entropy, '
            'G to make its samples classified as their class; a direct class signal that '
            'teaches small models the classes faster; 0 is off')
+  add('--AC_type', type=str, default='ac', choices=['ac', 'adc'],
+      help='(new) The auxiliary classifier of --AC_weight: ac, the AC-GAN classifier of real '
+           'images\' classes; adc, ADC-GAN\'s (Hou et al. 2022): 2 x n_classes outputs, D learns '
+           'real class c as 2c and fakes of class c as 2c + 1, and G makes its fakes look like '
+           'real ones of their class, so G cannot satisfy the classifier with features D knows '
+           'as fake')
 
   # --- Logging --------------------------------------------------------------------------------
   add('--logstyle', type=str, default='%3.3e',
@@ -456,7 +462,8 @@ def name_from_config(config):
       when(c.get('ada_target', 0) > 0, 'ADA%g' % c.get('ada_target', 0)),
       when(c.get('ada_p', 0) > 0, 'ADAp%g' % c.get('ada_p', 0)),
       when(c.get('LeCam', 0) > 0, 'LeCam%g' % c.get('LeCam', 0)),
-      when(c.get('AC_weight', 0) > 0, 'AC%g' % c.get('AC_weight', 0)),
+      when(c.get('AC_weight', 0) > 0, '%s%g' % ('ADC' if c.get('AC_type', 'ac') == 'adc' else 'AC',
+                                                 c.get('AC_weight', 0))),
       when(bool(c['name_suffix']), c['name_suffix']),
   ]
   name = '_'.join(part for part in parts if part is not None)
@@ -625,6 +632,9 @@ def check_small_data(config):
   _check(config.get('LeCam', 0) >= 0, '--LeCam must not be negative (0 is off)')
   _check(0 <= config.get('LeCam_decay', 0) < 1, '--LeCam_decay must be in [0, 1)')
   _check(config.get('AC_weight', 0) >= 0, '--AC_weight must not be negative (0 is off)')
+  _check(config.get('AC_type', 'ac') == 'ac' or config.get('AC_weight', 0) > 0,
+         '--AC_type %s sets the auxiliary classifier of --AC_weight, which is 0 (off): add '
+         '--AC_weight 1' % config.get('AC_type'))
 
 
 def check_architecture(config, side, arch, training=False):

@@ -195,7 +195,8 @@ class Discriminator(Model):
   pooled features through a linear layer plus their dot product with a class embedding. With
   --AC_weight > 0 it also has an auxiliary classifier (AC-GAN, Odena et al. 2017) on the same
   features, and forward returns [adversarial output, class logits] as one (batch, 1 + n_classes)
-  tensor, so that G_D, DDP and the split into fakes and reals carry it unchanged."""
+  tensor (1 + 2 n_classes with --AC_type adc), so that G_D, DDP and the split into fakes and
+  reals carry it unchanged."""
 
   arch_table = None
 
@@ -203,10 +204,11 @@ class Discriminator(Model):
                n_classes=1000, num_D_SVs=1, num_D_SV_itrs=1, D_activation=nn.ReLU(inplace=False),
                D_lr=2e-4, D_B1=0.0, D_B2=0.999, adam_eps=1e-8, SN_eps=1e-12, output_dim=1,
                D_init='ortho', skip_init=False, D_param='SN', fold_resampling=True,
-               cpu_channels_last=True, AC_weight=0.0, **kwargs):
+               cpu_channels_last=True, AC_weight=0.0, AC_type='ac', **kwargs):
     super().__init__()
     self.ch = D_ch
     self.auxiliary_classifier = AC_weight > 0
+    self.AC_outputs = n_classes * (2 if AC_type == 'adc' else 1)
     self.D_wide = D_wide
     self.resolution = resolution
     self.kernel_size = D_kernel_size
@@ -233,7 +235,7 @@ class Discriminator(Model):
     self.linear = self.which_linear(self.arch['out_channels'][-1], self.output_dim)
     self.embed = self.which_embedding(self.n_classes, self.arch['out_channels'][-1])
     if self.auxiliary_classifier:  # registered last: the keys before it keep their order
-      self.classifier = self.which_linear(self.arch['out_channels'][-1], self.n_classes)
+      self.classifier = self.which_linear(self.arch['out_channels'][-1], self.AC_outputs)
     self.finish()
 
   def stem(self, x):

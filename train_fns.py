@@ -206,15 +206,27 @@ class GANStep(object):
     if self.small_data is not None:
       self.small_data.attach(D)
     self.AC_weight = config.get('AC_weight', 0.0)
+    self.ADC = config.get('AC_type', 'ac') == 'adc'
     self.AC_losses = {}
 
-  def auxiliary(self, D_out, labels=None, key=None):
-    """D's adversarial column, and with --AC_weight the weighted cross-entropy of its class
-    logits against labels (0 without, or without labels; kept in AC_losses[key] for the log).
-    D learns the classes of reals only: fakes' classes would teach it G's mistakes."""
-    if not self.AC_weight or labels is None:
-      return D_out[:, :1] if self.AC_weight else D_out, 0.0
-    loss = F.cross_entropy(D_out[:, 1:].float(), labels.as_subclass(torch.Tensor).long())
+  def auxiliary(self, D_out, labels=None, key=None, role='real'):
+    """D's adversarial column, and with --AC_weight the weighted loss of its class logits
+    (0 without labels; kept in AC_losses[key] for the log). role: 'real' (D's step on reals),
+    'fake' (D's step on fakes) or 'G' (G's step). AC-GAN: D learns the classes of reals only
+    (fakes' classes would teach it G's mistakes), G the cross-entropy of its fakes' classes.
+    ADC-GAN: D learns real class c as 2c and fake class c as 2c + 1; G lowers the cross-entropy
+    of 2c and raises that of 2c + 1."""
+    if not self.AC_weight:
+      return D_out, 0.0
+    if labels is None or (role == 'fake' and not self.ADC):
+      return D_out[:, :1], 0.0
+    logits, labels = D_out[:, 1:].float(), labels.as_subclass(torch.Tensor).long()
+    if not self.ADC:
+      loss = F.cross_entropy(logits, labels)
+    elif role == 'G':
+      loss = F.cross_entropy(logits, 2 * labels) - F.cross_entropy(logits, 2 * labels + 1)
+    else:
+      loss = F.cross_entropy(logits, 2 * labels + (role == 'fake'))
     self.AC_losses[key] = loss.detach()
     return D_out[:, :1], self.AC_weight * loss
 
@@ -270,10 +282,10 @@ class GANStep(object):
           with autocast(config, self.device):
             D_fake, D_real = self.GD(z_[:bs], y_[:bs], x[counter], y[counter], train_G=False,
                                      split_D=config['split_D'])
-          D_fake, _ = self.auxiliary(D_fake)
+          D_fake, AC_loss_fake = self.auxiliary(D_fake, y_[:bs], 'AC_loss_D_fake', 'fake')
           D_real, AC_loss = self.auxiliary(D_real, y[counter], 'AC_loss_real')
           D_loss_real, D_loss_fake = self.discriminator_loss(D_fake, D_real)
-          D_loss = (D_loss_real + D_loss_fake + AC_loss) / float(accumulations)
+          D_loss = (D_loss_real + D_loss_fake + AC_loss + AC_loss_fake) / float(accumulations)
           if self.small_data is not None:
             D_loss = D_loss + self.small_data.D_terms(D_real, D_fake) / float(accumulations)
           D.scaler.scale(D_loss).backward()
@@ -298,7 +310,7 @@ class GANStep(object):
       with _sync_unless(self.replicas.get('G'), last):
         with autocast(config, self.device):
           D_fake = self.GD(z_, y_, train_G=True, split_D=config['split_D'])
-        D_fake, AC_loss = self.auxiliary(D_fake, y_, 'AC_loss_fake')
+        D_fake, AC_loss = self.auxiliary(D_fake, y_, 'AC_loss_fake', 'G')
         G_loss = (self.generator_loss(D_fake) + AC_loss) / float(accumulations)
         G.scaler.scale(G_loss).backward()
     if config['G_ortho'] > 0.0:

@@ -1,12 +1,14 @@
 """train_fns.py: ortho reg against autograd, the EMA, gradient accumulation against one big
-batch."""
+batch, the auxiliary classifier (AC-GAN and ADC-GAN) against float64 cross-entropies."""
 import pytest
 import torch
 
 import BigGAN
+import config as configuration
 import sampling
 import train_fns
 from conftest import make_config
+from errors import UserError
 
 
 def penalty(w, off_diagonal):
@@ -180,3 +182,37 @@ def test_ac_weight_adds_the_weighted_cross_entropy_of_reals_to_D_and_of_fakes_to
   torch.manual_seed(0)
   untouched = BigGAN.Discriminator(**config)
   assert not torch.equal(untouched.classifier.weight, D.classifier.weight)
+
+
+def test_adc_classifier_tells_real_from_fake_classes_and_G_moves_fakes_to_the_real_ones():
+  """--AC_type adc (ADC-GAN): 2 n_classes logits; D's loss: cross-entropy of real class c at 2c
+  and of fake class c at 2c + 1; G's: that of 2c minus that of 2c + 1, on its fakes."""
+  weight = 0.5
+  config = make_config(AC_FLAGS + ' --AC_weight %g --AC_type adc' % weight)
+  assert configuration.name_from_config(config).endswith('_ADC0.5')
+  torch.manual_seed(0)
+  G, D = BigGAN.Generator(**config), BigGAN.Discriminator(**config)
+  assert D.classifier.weight.shape[0] == 20
+  z_, y_ = sampling.prepare_z_y(3, G.dim_z, 10, device='cpu')
+  step = train_fns.GAN_training_function(G, D, BigGAN.G_D(G, D), z_, y_, None, {'itr': 1},
+                                         config)
+  calls = []  # (D's labels, D's outputs): the D step's [fakes; reals], then the G step's fakes
+  D.register_forward_hook(lambda module, args, out: calls.append(
+      (args[1].as_subclass(torch.Tensor).clone(), out.detach().clone())))
+  x, y = torch.rand(3, 3, 32, 32) * 2 - 1, torch.tensor([1, 7, 4])
+  metrics = step(x, y)
+  (D_labels, D_out), (G_labels, G_out) = calls
+  assert D_out.shape == (6, 21) and G_out.shape == (3, 21)
+  assert torch.equal(D_labels[3:], y)
+  real = cross_entropy64(D_out[3:, 1:], 2 * y)
+  fake = cross_entropy64(D_out[:3, 1:], 2 * D_labels[:3] + 1)
+  assert metrics['AC_loss_real'].item() == pytest.approx(real, rel=1e-5)
+  assert metrics['AC_loss_D_fake'].item() == pytest.approx(fake, rel=1e-5)
+  G_adc = cross_entropy64(G_out[:, 1:], 2 * G_labels) - cross_entropy64(G_out[:, 1:],
+                                                                        2 * G_labels + 1)
+  assert metrics['AC_loss_fake'].item() == pytest.approx(G_adc, abs=1e-5)
+  hinge = -G_out[:, 0].double().mean().item()
+  assert metrics['G_loss'].item() == pytest.approx(hinge + weight * G_adc, rel=1e-5, abs=1e-6)
+  with pytest.raises(UserError, match='--AC_type adc sets the auxiliary classifier of '
+                                      '--AC_weight, which is 0'):
+    configuration.check_config(make_config('--AC_type adc'))
