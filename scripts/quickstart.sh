@@ -6,13 +6,16 @@
 # row of the sheet has the right colour and shape).
 # Writes checkpoints to runs/quickstart/weights, logs to runs/quickstart/logs, samples to
 # runs/quickstart/samples (QUICKSTART_ROOT=FOLDER for another place), and a loss plot.
-# The recipe: 2600 iterations of G and D at 16 px (an iteration costs about 0.4x a 32 px one
-# here and learns about as much shape) and ch 8 (32 channels) without attention, batch 16, one
+# The recipe: G and D at 16 px (an iteration costs about 0.4x a 32 px one here and learns about
+# as much shape) for 7000 iterations or 4.5 minutes of training, whichever comes first (a slower
+# machine stops earlier, with fewer shapes right, so the whole command stays within 5 minutes;
+# bash scripts/quickstart.sh --resume goes on), ch 8 (32 channels) without attention, batch 16, one
 # D step at learning rates 1e-3 (G) and 2e-3 (D), orthogonal init of G and D, an auxiliary
 # classifier in D (--AC_weight 1: a direct class signal), hierarchical z (--hier: a chunk of z in
 # each G block's conditional BN), EMA 0.99 from the start; README.md
 # ("Small datasets and modest hardware") has its measurements.
-# Extra flags are passed to train.py, e.g. `bash scripts/quickstart.sh --num_iters 4000`.
+# Extra flags are passed to train.py, e.g. `bash scripts/quickstart.sh --max_minutes 0` (all 7000
+# iterations, however long they take).
 # SIGTERM or Ctrl-C stops it cleanly: train.py saves a checkpoint first (then --resume goes on).
 set -e
 cd "$(dirname "$0")/.."
@@ -53,7 +56,7 @@ OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} run python train.py \
 --G_shared --hier --shared_dim 32 --dim_z 64 --G_init ortho --D_init ortho --AC_weight 1 \
 --G_lr 1e-3 --D_lr 2e-3 \
 --ema --use_ema --ema_start 0 --ema_decay 0.99 --G_eval_mode \
---num_iters 2600 --save_every 500 --test_every 1000000 --sv_log_interval 10 "$@"
+--num_iters 7000 --max_minutes 4.5 --save_every 500 --test_every 1000000 --sv_log_interval 10 "$@"
 EXP=$(ls -t $ROOT/weights | grep -v '\.old-' | head -n 1)
 run python logs/plot_training.py $ROOT/logs/$EXP --out $ROOT/training.png
 echo "Scoring G_ema's class accuracy (log: $ROOT/score.log)..."
