@@ -82,11 +82,31 @@ throughout (load average 4-10), torch 2.14.1:
   three runs (load average about 1, two of them side by side): 2.03 / 2.03 / 1.90 s per
   iteration = 56 / 62 / 58% of the forward conv's 84.2 / 76.1 / 88.1 GFLOP/s and 66 / 72 / 73%
   of the forward + backward pass's 71.8 / 65.6 / 69.6 GFLOP/s.
-  The goal of 70% is not reached: the coupling networks' thin convolutions (6 -> 512 in, 512 ->
-  12 out at level 1: a quarter of the FLOPs) run at 30-40% of the reference in oneDNN, also in
-  channels_last (which the networks use on the CPU: training 5-10% and sampling 20% faster than
-  NCHW), and ReLU, actnorm and Adam add memory-bound passes. The 1x1 convs as GEMMs (F.linear)
-  and the thin convs as unfold/fold + GEMM measured no faster.
+  The goal of 70% was not reached then: the coupling networks' thin convolutions (6 -> 512 in,
+  512 -> 12 out at level 1: a quarter of the FLOPs) run at 30-40% of the reference in oneDNN,
+  also in channels_last (which the networks use on the CPU: training 5-10% and sampling 20%
+  faster than NCHW), and ReLU, actnorm and Adam add memory-bound passes. The 1x1 convs as GEMMs
+  (F.linear) and the thin convs as unfold/fold + GEMM measured no faster.
+  2026-12-07 late, another machine of the same name: a 2-core AMD EPYC with AVX-512 (the
+  reference conv 113-118 GFLOP/s on one thread), quiet, two runs side by side one core each,
+  the code before against after. A profile of the 256 px sample showed its 512 -> 512 1x1
+  convolutions (half its FLOPs) in PyTorch's im2col + GEMM path, not oneDNN: PyTorch picks it
+  for 1x1 kernels on one thread below batch 16. Glow.conv now sends float32 1x1 convolutions on
+  the CPU to oneDNN (torch.mkldnn_convolution) and, without autograd, computes the 3x3 ones to
+  fewer than 32 channels (512 -> 12 at 128 x 128 ran at 52 GFLOP/s) as a 1x1 convolution to 9 x
+  as many channels plus 9 shifted sums (that conv 37 -> 30 ms; the thin-input 6 -> 512 one as
+  im2col + GEMM measured no faster, nor did oneDNN's fused conv + ReLU):
+    sample  K 4, 1 thread, CPU time: 0.906 / 0.964 s = 63 / 61% of the conv before; 0.828 /
+            0.851 s = 69 / 68% with the 1x1 convs in oneDNN; 0.770 s = 75% with the thin 3x3
+            ones too (the same run's 1x1-only code: 0.832 s, 69%). 88% of the sample's time is
+            now in oneDNN's convolutions.
+            2 threads, wall clock, in turns: before 0.452 / 0.475 s = 64 / 62%, after 0.449 /
+            0.427 s = 66 / 68% (at two threads PyTorch already ran the 1x1 convs in oneDNN).
+    train   K 8, batch 16 (PyTorch already ran these 1x1 convs in oneDNN; the thin 3x3 path is
+            off under autograd, its backward through the taps was 5% slower): 1.165-1.269 s per
+            iteration = 65-70% of the forward conv, 70-75% of the forward + backward pass, in
+            five runs of the code before and after alike. Its profile: convolution backward 59%
+            of the time, forward convolutions 26%, ReLU backward 4%.
   memory  (2026-12-07, 2 threads, load average 7-11 from other jobs: RSS does not depend on it)
           hidden 512, batch 16, K 8 / 16 / 32:
             without glow_checkpoint: activations 225 / 444 / 883 MB (+293%), training memory
@@ -124,6 +144,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -159,8 +180,12 @@ def interleaved(fns, repeats, cpu=False):
 
 
 def count_flops(fn):
-  with FlopCounterMode(display=False) as counter:
-    fn()
+  # oneDNN off while counting: Glow.conv then calls F.conv2d, whose FLOPs the counter knows (it
+  # has no formula for torch.mkldnn_convolution, which Glow runs its 1x1 convolutions with).
+  with warnings.catch_warnings(), FlopCounterMode(display=False) as counter:
+    warnings.filterwarnings('ignore', message='TF32 acceleration')  # flags() sets it too
+    with torch.backends.mkldnn.flags(enabled=False):
+      fn()
   return counter.get_total_flops()
 
 

@@ -340,6 +340,56 @@ def test_folded_hidden_layers_equal_conv_then_scale():
   np.testing.assert_allclose(zeros(x).detach().numpy(), h * scale, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize('batch,channels_last', [(1, True), (2, False), (16, True)])
+def test_float32_1x1_convolutions_in_onednn_match_float64(batch, channels_last):
+  """Glow.conv sends float32 1x1 convolutions to oneDNN (PyTorch's own choice below batch 16 on
+  one thread is its slower GEMM path): values and gradients against the float64 convolution."""
+  gen = torch.Generator().manual_seed(3)
+  x = torch.randn(batch, 24, 6, 5, generator=gen, dtype=torch.float64)
+  w = torch.randn(9, 24, 1, 1, generator=gen, dtype=torch.float64) / 5
+  b = torch.randn(9, generator=gen, dtype=torch.float64)
+  g = torch.randn(batch, 9, 6, 5, generator=gen, dtype=torch.float64)
+  xs = [x.clone().requires_grad_(), x.float().requires_grad_()]
+  ws = [w.clone().requires_grad_(), w.float().requires_grad_()]
+  bs = [b.clone().requires_grad_(), b.float().requires_grad_()]
+  outs = []
+  for i, dtype in enumerate([torch.float64, torch.float32]):
+    inp = xs[i].contiguous(memory_format=torch.channels_last) if channels_last else xs[i]
+    y = (F.conv2d if dtype == torch.float64 else Glow.conv)(inp, ws[i], bs[i], padding=0)
+    assert y.dtype == dtype and y.shape == (batch, 9, 6, 5)
+    (y * g.to(dtype)).sum().backward()
+    outs.append([t.detach().double() for t in (y, xs[i].grad, ws[i].grad, bs[i].grad)])
+  for ref, got in zip(*outs):
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
+  with torch.backends.mkldnn.flags(enabled=False):  # the fallback: F.conv2d itself
+    y = Glow.conv(x.float(), w.float(), b.float(), 0)
+  np.testing.assert_allclose(y.double().numpy(), outs[0][0].numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('batch,channels_last', [(1, True), (3, False)])
+def test_float32_thin_3x3_convolutions_as_shifted_taps_match_float64(batch, channels_last):
+  """Without autograd Glow.conv computes a 3x3 convolution from many channels to few as a 1x1
+  convolution to 9 x out channels whose taps are shifted and summed: against float64 F.conv2d,
+  borders included; with autograd it is F.conv2d itself."""
+  gen = torch.Generator().manual_seed(4)
+  x = torch.randn(batch, 64, 7, 5, generator=gen, dtype=torch.float64)
+  w = torch.randn(12, 64, 3, 3, generator=gen, dtype=torch.float64) / 20
+  b = torch.randn(12, generator=gen, dtype=torch.float64)
+  ref = F.conv2d(x, w, b, padding=1).numpy()
+  xf = x.float().contiguous(memory_format=torch.channels_last) if channels_last else x.float()
+  with torch.no_grad():
+    y = Glow.conv(xf, w.float(), b.float(), 1)
+  assert y.shape == (batch, 12, 7, 5)
+  np.testing.assert_allclose(y.double().numpy(), ref, rtol=1e-4, atol=1e-4)
+  wg = w.float().requires_grad_()
+  y = Glow.conv(xf, wg, b.float(), (1, 1))
+  y.sum().backward()
+  np.testing.assert_allclose(y.detach().double().numpy(), ref, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(wg.grad.double().numpy(),
+                             torch.func.grad(lambda v: F.conv2d(x, v, b, padding=1).sum())(w),
+                             rtol=1e-4, atol=1e-3)
+
+
 def init_on_rank(rank, store, out):
   dist.init_process_group('gloo', init_method='file://' + store, rank=rank, world_size=2)
   torch.set_num_threads(1)
