@@ -99,7 +99,10 @@ throughout (load average 4-10), torch 2.14.1:
     sample  K 4, 1 thread, CPU time: 0.906 / 0.964 s = 63 / 61% of the conv before; 0.828 /
             0.851 s = 69 / 68% with the 1x1 convs in oneDNN; 0.770 s = 75% with the thin 3x3
             ones too (the same run's 1x1-only code: 0.832 s, 69%). 88% of the sample's time is
-            now in oneDNN's convolutions.
+            now in oneDNN's convolutions. Then InvConv.reverse solving W x = y for the top
+            levels' few pixels (16 of 384 channels at level 6) instead of inverting W in
+            float64: 0.759 / 0.767 s = 76 / 75% against 0.792 / 0.790 s = 72 / 73% (two pairs
+            side by side, cores swapped); 2 threads unchanged (0.44 s).
             2 threads, wall clock, in turns: before 0.452 / 0.475 s = 64 / 62%, after 0.449 /
             0.427 s = 66 / 68% (at two threads PyTorch already ran the 1x1 convs in oneDNN).
     train   K 8, batch 16 (PyTorch already ran these 1x1 convs in oneDNN; the thin 3x3 path is

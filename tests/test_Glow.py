@@ -390,6 +390,26 @@ def test_float32_thin_3x3_convolutions_as_shifted_taps_match_float64(batch, chan
                              rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize('lu', [False, True])
+def test_invconv_reverse_solves_for_few_pixels_as_the_inverse_does(lu):
+  """With fewer pixels than channels InvConv.reverse solves W x = y instead of inverting W: the
+  same x as the inverse (float64), and forward(reverse(y)) == y in float32."""
+  torch.manual_seed(5)
+  layer = Glow.InvConv(48, lu=lu).requires_grad_(False)
+  perturb(layer)
+  y = torch.randn(2, 48, 2, 3)  # 12 pixels < 48 channels
+  x = layer.reverse(y)
+  assert x.shape == y.shape and x.is_contiguous()
+  w = layer.matrix().detach().double()
+  expected = torch.einsum('oc,nchw->nohw', torch.linalg.inv(w), y.double())
+  np.testing.assert_allclose(x.double().numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(layer(x)[0].detach().numpy(), y.numpy(), rtol=1e-4, atol=1e-4)
+  many = torch.randn(2, 48, 6, 5)  # 60 pixels: the inverse itself
+  np.testing.assert_allclose(layer.reverse(many).double().numpy(),
+                             torch.einsum('oc,nchw->nohw', torch.linalg.inv(w), many.double()),
+                             rtol=1e-5, atol=1e-5)
+
+
 def init_on_rank(rank, store, out):
   dist.init_process_group('gloo', init_method='file://' + store, rank=rank, world_size=2)
   torch.set_num_threads(1)
