@@ -311,7 +311,8 @@ def _thin_conv3x3(x, weight, bias):
   taps = weight.permute(2, 3, 0, 1).reshape(9 * out, weight.shape[1], 1, 1)
   z = F.pad(torch.mkldnn_convolution(x, taps, None, [0, 0], [1, 1], [1, 1], 1), (1, 1, 1, 1))
   height, width = x.shape[2], x.shape[3]
-  y = z[:, :out, :height, :width] + bias.view(1, -1, 1, 1)
+  y = z[:, :out, :height, :width].clone() if bias is None else (
+      z[:, :out, :height, :width] + bias.view(1, -1, 1, 1))
   for tap in range(1, 9):
     dy, dx = divmod(tap, 3)
     y += z[:, tap * out:(tap + 1) * out, dy:dy + height, dx:dx + width]
