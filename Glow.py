@@ -235,6 +235,8 @@ def check_flags(config):
        'best copies by the lowest held-out bits/dim; use --which_best test_bpd or leave it out'
        % config.get('which_best'))
   o = {**training_defaults, **sample_defaults, **config}
+  need(not (o.get('fused_optim') and o['glow_optimizer'] == 'adamax'), '--fused_optim is Adam\'s: '
+       'PyTorch has no fused Adamax; add --glow_optimizer adam or drop --fused_optim')
   need(o['glow_lr'] >= 0, '--glow_lr must be a number >= 0 (got %s)' % o['glow_lr'])
   for key in ('glow_B1', 'glow_B2'):
     need(0 <= o[key] < 1, '--%s must be in [0, 1) (got %s)' % (key, o[key]))
@@ -838,10 +840,11 @@ def optimizer_settings(config):
 
 
 def make_optimizer(params, config):
-  """--glow_optimizer: Adam or Adamax, with optimizer_settings."""
-  which = (torch.optim.Adamax if config.get('glow_optimizer', training_defaults['glow_optimizer'])
-           == 'adamax' else torch.optim.Adam)
-  return which(params, **optimizer_settings(config))
+  """--glow_optimizer: Adam or Adamax, with optimizer_settings (Adam fused with --fused_optim)."""
+  if config.get('glow_optimizer', training_defaults['glow_optimizer']) == 'adamax':
+    return torch.optim.Adamax(params, **optimizer_settings(config))
+  return torch.optim.Adam(params, **optimizer_settings(config),
+                          **({'fused': True} if config.get('fused_optim') else {}))
 
 
 class Generator(Glow):

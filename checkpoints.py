@@ -376,9 +376,15 @@ def load_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=No
     return safe_load(file_path(root, name, name_suffix), device)
 
   def load_into(target, name, strict=True, state=None):
+    # An optimizer's file also holds the implementation it ran with (foreach, fused): the one
+    # this run built (--fused_optim) is kept.
+    implementation = [{key: group[key] for key in ('foreach', 'fused') if key in group}
+                      for group in getattr(target, 'param_groups', [])]
     try:
       target.load_state_dict(read(name, target) if state is None else state,
                              **({'strict': strict} if isinstance(target, nn.Module) else {}))
+      for group, keys in zip(getattr(target, 'param_groups', []), implementation):
+        group.update(keys)
     except (RuntimeError, ValueError, KeyError) as e:
       raise UserError('%s does not fit the model built from these flags (%s); use the flags of '
                       'the run that wrote it' % (file_path(root, name, name_suffix),

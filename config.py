@@ -160,6 +160,11 @@ def prepare_parser():
   add('--G_B2', type=float, default=0.999, help='Adam beta2 of G')
   add('--D_B2', type=float, default=0.999, help='Adam beta2 of D')
   add('--adam_eps', type=float, default=1e-8, help='Adam epsilon')
+  add('--fused_optim', action='store_true', default=False,
+      help='(new) Adam\'s fused implementation (torch.optim.Adam(fused=True), CPU or CUDA): one '
+           'kernel for all parameters instead of several per parameter tensor, which matters for '
+           'small models; the same update up to float rounding. Also for --model Glow with '
+           '--glow_optimizer adam')
 
   # --- Batches and steps ----------------------------------------------------------------------
   add('--batch_size', type=int, default=64,

@@ -78,10 +78,11 @@ class Model(nn.Module):
   """Weight init by name (--G_init / --D_init) and the Adam optimizer the original kept inside the
   model. Subclasses call finish() last: the optimizer takes the parameters in module order."""
 
-  def remember_training(self, init, skip_init, no_optim, lr, B1, B2, adam_eps):
+  def remember_training(self, init, skip_init, no_optim, lr, B1, B2, adam_eps, fused=False):
     self.init = init
     self._skip_init, self._no_optim = skip_init, no_optim
     self._optim_args = (lr, B1, B2, adam_eps)
+    self._fused = fused
 
   def fast_paths(self, fold_resampling, cpu_channels_last):
     """The config keys of layers.py's fast paths (both on by default; off: the original's ops):
@@ -104,7 +105,8 @@ class Model(nn.Module):
       return
     self.lr, self.B1, self.B2, self.adam_eps = self._optim_args
     self.optim = optim.Adam(params=self.parameters(), lr=self.lr, betas=(self.B1, self.B2),
-                            weight_decay=0, eps=self.adam_eps)
+                            weight_decay=0, eps=self.adam_eps,
+                            **({'fused': True} if self._fused else {}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +126,7 @@ class Generator(Model):
                G_activation=nn.ReLU(inplace=False), G_lr=5e-5, G_B1=0.0, G_B2=0.999,
                adam_eps=1e-8, BN_eps=1e-5, SN_eps=1e-12, G_init='ortho', skip_init=False,
                no_optim=False, G_param='SN', norm_style='bn', fold_resampling=True,
-               cpu_channels_last=True, **kwargs):
+               cpu_channels_last=True, fused_optim=False, **kwargs):
     super().__init__()
     self.ch = G_ch
     self.dim_z = dim_z
@@ -145,7 +147,7 @@ class Generator(Model):
     self.SN_eps = SN_eps
     # Half precision is handled by autocast (--amp); the weights stay fp32.
     self.fp16 = False
-    self.remember_training(G_init, skip_init, no_optim, G_lr, G_B1, G_B2, adam_eps)
+    self.remember_training(G_init, skip_init, no_optim, G_lr, G_B1, G_B2, adam_eps, fused_optim)
     self.fast_paths(fold_resampling, cpu_channels_last)
     self.arch = check_resolution(type(self).arch_table(self.ch, self.attention), resolution, 'G')
     self.which_conv, self.which_linear, _ = layers.which_layers(
@@ -204,7 +206,8 @@ class Discriminator(Model):
                n_classes=1000, num_D_SVs=1, num_D_SV_itrs=1, D_activation=nn.ReLU(inplace=False),
                D_lr=2e-4, D_B1=0.0, D_B2=0.999, adam_eps=1e-8, SN_eps=1e-12, output_dim=1,
                D_init='ortho', skip_init=False, D_param='SN', fold_resampling=True,
-               cpu_channels_last=True, AC_weight=0.0, AC_type='ac', **kwargs):
+               cpu_channels_last=True, AC_weight=0.0, AC_type='ac', fused_optim=False,
+               **kwargs):
     super().__init__()
     self.ch = D_ch
     self.auxiliary_classifier = AC_weight > 0
@@ -219,7 +222,7 @@ class Discriminator(Model):
     self.SN_eps = SN_eps
     self.output_dim = output_dim
     self.fp16 = False
-    self.remember_training(D_init, skip_init, False, D_lr, D_B1, D_B2, adam_eps)
+    self.remember_training(D_init, skip_init, False, D_lr, D_B1, D_B2, adam_eps, fused_optim)
     self.fast_paths(fold_resampling, cpu_channels_last)
     self.arch = check_resolution(type(self).arch_table(self.ch, self.attention), resolution, 'D')
     # The original crashed for D_param other than SN; plain layers are used then.

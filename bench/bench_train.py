@@ -34,6 +34,8 @@ Columns (train.py flags):
   diffaug          --DiffAugment translation,color,cutout (issue goal: at most +10% over fp32)
   ada_p0           --ada_target 0.6 with p at 0 all along (--ada_interval beyond the run): the
                    ADA machinery's own cost (issue goal: at most +2% over fp32)
+  fused            --fused_optim (Adam's fused kernel: matters for small models, where Adam's
+                   per-tensor ops are a large part of the step)
 Every column starts from the same seed and they run interleaved, --iters iterations each per
 round, so load from other processes hits them alike. Timing (bench/devices.py) synchronises the
 device before each clock read; the --warmup first iterations are left out. The table has the
@@ -95,6 +97,7 @@ COLUMNS = {
     'compile_bf16_cl': '--compile --amp bf16 --channels_last',
     'diffaug': '--DiffAugment translation,color,cutout',
     'ada_p0': '--ada_target 0.6 --ada_interval 1000000',
+    'fused': '--fused_optim',
 }
 CIFAR = ('--G_attn 0 --D_attn 0 --G_init N02 --D_init N02 --G_lr 2e-4 --D_lr 2e-4 --ema --use_ema '
          '--ema_start 1000 --num_workers 0')

@@ -106,6 +106,11 @@ def test_accumulated_gradient_is_the_whole_batch_gradient_and_clipping_and_warmu
   after = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in clipped.parameters()]))
   assert after.item() == pytest.approx(0.01, rel=1e-4) and isinstance(clipped.optim,
                                                                         torch.optim.Adam)
+  assert clipped.optim.param_groups[0]['fused'] is None
+  Glow.check_flags({'model': 'Glow', 'resolution': 32, 'n_classes': 10, 'fused_optim': True,
+                    'glow_optimizer': 'adam'})
+  fused = Glow.make_optimizer(clipped.parameters(), {'glow_optimizer': 'adam', 'fused_optim': True})
+  assert isinstance(fused, torch.optim.Adam) and fused.param_groups[0]['fused'] is True
 
 
 def test_training_step_refuses_a_short_batch():
@@ -244,7 +249,8 @@ def test_flags_of_one_family_are_one_line_errors_for_the_other():
                        ({'glow_B1': 1.0}, 'glow_B1 must be in'),
                        ({'glow_alphas': '0,2'}, 'in \\[-1, 1\\]'),
                        ({'glow_manipulate': 'a'}, 'two different classes'),
-                       ({'glow_levels': 6}, 'not divisible')]:
+                       ({'glow_levels': 6}, 'not divisible'),
+                       ({'fused_optim': True}, 'no fused Adamax')]:
     with pytest.raises(UserError, match=match) as e:
       Glow.check_flags({**glow, **extra})
     assert '\n' not in str(e.value)

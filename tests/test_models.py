@@ -331,6 +331,42 @@ def test_optimizers_live_in_the_models():
   G_ema.load_state_dict(copy.deepcopy(G.state_dict()))
 
 
+def test_fused_optim_takes_the_same_steps_and_survives_loading_a_plain_checkpoint(tmp_path):
+  """--fused_optim: Adam's fused kernel gives the default implementation's update up to float
+  rounding, and a checkpoint written without it (its optimizer file records foreach/fused None)
+  loads into a fused run without switching the run back."""
+  import checkpoints
+  base = TINY + ' --G_lr 1e-3 --D_lr 1e-3'
+  nets = {}
+  for fused in (False, True):
+    torch.manual_seed(0)
+    config = make_config(base + (' --fused_optim' if fused else ''))
+    G, D = BigGAN.Generator(**config), BigGAN.Discriminator(**config)
+    assert D.optim.param_groups[0]['fused'] is (True if fused else None)
+    torch.manual_seed(1)
+    for _ in range(3):
+      for net in (G, D):
+        for p in net.parameters():
+          p.grad = torch.randn_like(p)
+        net.optim.step()
+    nets[fused] = (G, D)
+  for plain, fused in zip(nets[False], nets[True]):
+    for (name, a), b in zip(plain.named_parameters(), fused.parameters()):
+      torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+  G, D = nets[False]
+  state = {'itr': 3, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0, 'best_FID': 1e5,
+           'config': {}}
+  checkpoints.save_weights(G, D, state, str(tmp_path), 'exp')
+  G_fused, D_fused = nets[True]
+  checkpoints.load_weights(G_fused, D_fused, dict(state), str(tmp_path), 'exp')
+  for net, source in ((G_fused, G), (D_fused, D)):
+    assert net.optim.param_groups[0]['fused'] is True
+    assert net.optim.state_dict()['state'][0]['step'] == 3
+    torch.testing.assert_close(net.optim.state_dict()['state'][0]['exp_avg'],
+                               source.optim.state_dict()['state'][0]['exp_avg'])
+    net.optim.step()  # steps with the loaded moments in the fused kernel
+
+
 # ---------------------------------------------------------------------------------------------
 # G and D in one module
 # ---------------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ FLAGS = ('--dataset Shapes --resolution 32 --G_ch 4 --D_ch 4 --batch_size 4 --nu
 CASES = [
     ('train-mode-G_ema-metrics', '--use_ema --test_every 2 --num_inception_images 2',
      ('step', 3)),
-    ('eval-mode-G_ema-standing-stats', '--use_ema --G_eval_mode --accumulate_stats',
+    ('eval-mode-G_ema-standing-stats-fused-Adam',
+     '--use_ema --G_eval_mode --accumulate_stats --fused_optim',
      ('sampling', 2)),
     ('train-mode-G-parallel', '--parallel', ('step', 3)),
     ('eval-mode-G', '--G_eval_mode', ('sampling', 2)),
