@@ -16,13 +16,18 @@ Parts (--parts, comma-separated):
           architecture (L = 6 levels, 512 hidden channels, 5 bits) scaled down to K =
           --sample_depth steps per level instead of 32; the time at K = 32 is estimated as this
           time x FLOPs(32) / FLOPs(K) (FLOPs are linear in K: counted at K and at 1).
-  train   seconds per 32 px training iteration (forward, backward, Adam step): the paper's CIFAR
-          architecture (L = 3, 512 hidden, affine couplings) scaled down to K = --train_depth
-          instead of 32 and batch --train_batch instead of 64.
+  train   seconds per 32 px training iteration (forward, backward, Adam step; --fused_optim:
+          Adam's fused kernel): the paper's CIFAR architecture (L = 3, 512 hidden, affine
+          couplings) scaled down to K = --train_depth instead of 32 and batch --train_batch
+          instead of 64.
           Both count FLOPs with torch.utils.flop_counter (convolutions: forward, and for train
           the backward) and time the work in turns with the reference, an fp32 3x3 convolution
           512 -> 512 at 16 x 16, batch 16 (oneDNN, NCHW and channels_last: the faster counts), so
           load from other jobs hits both alike; they print GFLOP/s and the ratio (goal: >= 70%).
+          Also in those turns: the work's own convolutions alone (every convolution call, forward
+          and backward, recorded with its shapes and layouts and replayed on fresh tensors, no
+          other op): their share of the reference, the ceiling that faster code around them
+          could reach, and the work's speed as a share of theirs.
   memory  one forward + backward pass at 32 px, L = 3, batch --memory_batch, --memory_hidden
           channels, for K = 8, 16, 32, with and without glow_checkpoint, each in a fresh
           process: the peak RSS during a second pass (reset just before it) over the RSS before
@@ -110,6 +115,16 @@ throughout (load average 4-10), torch 2.14.1:
             iteration = 65-70% of the forward conv, 70-75% of the forward + backward pass, in
             five runs of the code before and after alike. Its profile: convolution backward 59%
             of the time, forward convolutions 26%, ReLU backward 4%.
+  2026-12-08, a 2-core Intel Xeon with AVX-512 (the reference conv 187-206 GFLOP/s on one
+  thread), quiet, 1 thread, CPU time, with the replay of the work's own convolutions:
+    sample  K 4: 0.535 s = 64% of the conv; its 93 convolutions alone 76%, the sample at 84% of
+            them.
+    train   K 8, batch 16, four runs: 0.864-0.891 s = 52-59% (57-61% of the forward + backward
+            pass); its 196 convolutions alone 68-74%, the step at 75-80% of them. The 1x1
+            512 -> 512 convolutions (GEMMs) run at 160-185 GFLOP/s forward + backward, the thin
+            6 -> 512 3x3 one at 71 (its grad_input, 512 -> 6, at 68), so on this machine the goal
+            of 70% lies above what oneDNN does on the flow's shapes. --fused_optim: 0.846 s
+            against 0.864 s (Adam alone 13.8 against 37.6 ms).
   memory  (2026-12-07, 2 threads, load average 7-11 from other jobs: RSS does not depend on it)
           hidden 512, batch 16, K 8 / 16 / 32:
             without glow_checkpoint: activations 225 / 444 / 883 MB (+293%), training memory
@@ -150,6 +165,7 @@ import time
 import warnings
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -192,6 +208,45 @@ def count_flops(fn):
   return counter.get_total_flops()
 
 
+class ConvCalls(TorchDispatchMode):
+  """Records the convolutions, forward and backward, that a piece of work runs (as aten calls
+  with their tensors' shapes, strides and dtypes); replay() runs them alone on fresh tensors of
+  the same layout. Its time is what the work would take if everything but its convolutions were
+  free, at the shapes it has: the most a faster rest of the code could give."""
+  OPS = (torch.ops.aten.convolution.default, torch.ops.aten.mkldnn_convolution.default,
+         torch.ops.aten.convolution_backward.default)
+
+  def __init__(self):
+    super(ConvCalls, self).__init__()
+    self.calls = []
+
+  def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    if func in self.OPS:
+      spec = [('tensor', tuple(a.shape), a.stride(), a.dtype) if isinstance(a, torch.Tensor)
+              else a for a in args]
+      self.calls.append((func, spec, kwargs or {}))
+    return func(*args, **(kwargs or {}))
+
+  def replayer(self):
+    """A function that runs the recorded calls again, on tensors made here, once."""
+    tensors = {}  # one per shape, layout and dtype, shared by the calls
+
+    def make(spec):
+      if not (isinstance(spec, tuple) and spec[:1] == ('tensor',)):
+        return spec
+      if spec not in tensors:
+        _, shape, stride, dtype = spec
+        tensors[spec] = torch.empty_strided(shape, stride, dtype=dtype, device=DEVICE).normal_()
+      return tensors[spec]
+    calls = [(func, [make(a) for a in spec], kwargs) for func, spec, kwargs in self.calls]
+
+    def replay():
+      with torch.no_grad():
+        for func, args, kwargs in calls:
+          func(*args, **kwargs)
+    return replay
+
+
 def shapes_batch(n, resolution):
   data = datasets.Shapes(resolution=resolution, num_images=n)
   return (torch.stack([data[i][0] for i in range(n)]).to(DEVICE),
@@ -211,14 +266,19 @@ def flow(resolution, levels, depth, hidden, **options):
 
 def timed_against_conv(label, work, flops, args, backward=False):
   """Time work in turns with the reference 3x3 convolution (both layouts; the faster counts) and
-  print its time and GFLOP/s as a share of the reference's. With backward, also against the
-  reference's forward + backward pass (what a training step's convolutions can reach: on this
-  CPU oneDNN's backward kernels are slower than its forward). Returns work's time."""
+  with its own convolutions alone (ConvCalls), and print its time and GFLOP/s as a share of the
+  reference's and of its convolutions'. With backward, also against the reference's forward +
+  backward pass (what a training step's convolutions can reach: on this CPU oneDNN's backward
+  kernels are slower than its forward). Returns work's time."""
+  recorder = ConvCalls()
+  with recorder:
+    work()
   conv = torch.nn.Conv2d(512, 512, 3, padding=1, bias=False).requires_grad_(False).to(DEVICE)
   x = torch.randn(16, 512, 16, 16, device=DEVICE)
   cl = x.contiguous(memory_format=torch.channels_last)
   ref_flops = count_flops(lambda: conv(x))
-  fns = {'work': work, 'conv': lambda: conv(x), 'conv_cl': lambda: conv(cl)}
+  fns = {'work': work, 'convs': recorder.replayer(), 'conv': lambda: conv(x),
+         'conv_cl': lambda: conv(cl)}
   if backward:
     train_conv = torch.nn.Conv2d(512, 512, 3, padding=1, bias=False).to(DEVICE)
     xs = [t.clone().requires_grad_() for t in (x, cl)]
@@ -240,6 +300,10 @@ def timed_against_conv(label, work, flops, args, backward=False):
     train_reference = train_flops / min(times['train_conv'], times['train_conv_cl']) / 1e9
     print('         = %.0f%% of the conv\'s forward + backward pass, %.1f GFLOP/s'
           % (100 * rate / train_reference, train_reference))
+  print('         its %d convolutions alone, replayed at their shapes and layouts: %.4f s, %.0f%% '
+        'of the 3x3 conv\'s GFLOP/s; the whole work runs at %.0f%% of their speed'
+        % (len(recorder.calls), times['convs'], 100 * flops / times['convs'] / 1e9 / reference,
+           100 * times['convs'] / times['work']))
   return times['work']
 
 
@@ -267,7 +331,8 @@ def train_speed(args):
   x, y = shapes_batch(args.train_batch, 32)
   with torch.no_grad():
     net(x)
-  optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+  optimizer = Glow.make_optimizer(net.parameters(), {'glow_optimizer': 'adam', 'glow_lr': 1e-4,
+                                                     'fused_optim': args.fused_optim})
 
   def iteration():
     loss = net.loss(x, y)['loss']
@@ -469,6 +534,8 @@ def main():
   parser.add_argument('--sample_depth', type=int, default=4, help='K of the 256 px model')
   parser.add_argument('--train_depth', type=int, default=8, help='K of the 32 px model')
   parser.add_argument('--train_batch', type=int, default=16, help='batch of the 32 px model')
+  parser.add_argument('--fused_optim', action='store_true',
+                      help='train with Adam\'s fused kernel (train.py --fused_optim)')
   parser.add_argument('--memory_hidden', type=int, default=512,
                       help='hidden channels of the memory runs')
   parser.add_argument('--memory_batch', type=int, default=16, help='batch of the memory runs')
