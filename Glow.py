@@ -210,7 +210,7 @@ def manipulation(config):
 NOT_FOR_GLOW = {'truncation': 'use --temperature', 'sample_trunc_curves': 'use --temperature',
                 'accumulate_stats': 'the flow has no batch norm', 'parallel': 'use torchrun',
                 'sample_shapes_accuracy': 'it scores class-conditional BigGANs',
-                'compile': 'the flow is not compiled'}
+                'compile': 'the flow is not compiled', 'reuse_fakes': 'the flow has no D step'}
 
 
 def check_flags(config):

@@ -180,6 +180,12 @@ def prepare_parser():
       help='Gradient accumulations per D step')
   add('--split_D', action='store_true', default=False,
       help='Run D separately on fake and real batches instead of on their concatenation')
+  add('--reuse_fakes', action='store_true', default=False,
+      help='(new) The G step scores the fakes of the last D step, generated once with '
+           'gradients, instead of generating new ones: one G forward pass less per iteration, '
+           'and G\'s graph is kept through that D step (more memory). Needs '
+           '--num_D_accumulations 1 --num_G_accumulations 1, a G batch equal to --batch_size, '
+           'and no --parallel (torchrun works). Adds "reuse" to the experiment name')
   add('--num_epochs', type=int, default=100,
       help='Number of epochs to train for')
   add('--num_iters', type=int, default=0,
@@ -469,6 +475,7 @@ def name_from_config(config):
       when(c.get('LeCam', 0) > 0, 'LeCam%g' % c.get('LeCam', 0)),
       when(c.get('AC_weight', 0) > 0, '%s%g' % ('ADC' if c.get('AC_type', 'ac') == 'adc' else 'AC',
                                                  c.get('AC_weight', 0))),
+      when(c.get('reuse_fakes', False), 'reuse'),
       when(bool(c['name_suffix']), c['name_suffix']),
   ]
   name = '_'.join(part for part in parts if part is not None)
@@ -537,6 +544,20 @@ def _check(condition, message):
     raise UserError(message)
 
 
+def check_reuse_fakes(config):
+  """--reuse_fakes: the G step takes the last D step's one micro-batch of fakes."""
+  if not config.get('reuse_fakes'):
+    return
+  for key in ('num_D_accumulations', 'num_G_accumulations'):
+    _check(config[key] == 1, '--reuse_fakes needs --%s 1 (got %d): the G step reuses one batch '
+           'of fakes; drop --reuse_fakes to accumulate' % (key, config[key]))
+  _check(config['G_batch_size'] <= config['batch_size'], '--reuse_fakes needs G\'s batch to be '
+         '--batch_size (got --G_batch_size %d > %d): drop --G_batch_size or --reuse_fakes'
+         % (config['G_batch_size'], config['batch_size']))
+  _check(not config['parallel'], '--reuse_fakes does not work with --parallel (nn.DataParallel '
+         'keeps no fakes between the steps): use torchrun, or drop --reuse_fakes')
+
+
 def check_config(config):
   """Refuse contradictory or impossible flags before any work starts."""
   Glow.check_flags(config)  # Glow's flags, and the flags of one family given to the other
@@ -550,6 +571,7 @@ def check_config(config):
   for key in ['save_every', 'test_every']:
     _check(config[key] >= 1, '--%s must be at least 1 iteration (got %s)' % (key, config[key]))
   _check(config['num_best_copies'] >= 1, '--num_best_copies must be at least 1')
+  check_reuse_fakes(config)
   check_optimizers(config)
   _check(not config['use_ema'] or config['ema'],
          '--use_ema samples with G_ema, which only exists with --ema: add --ema or drop --use_ema')

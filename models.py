@@ -278,9 +278,13 @@ class G_D(nn.Module):
   def discriminator(self, train_G):
     return self.D
 
-  def forward(self, z, gy, x=None, dy=None, train_G=False, return_G_z=False, split_D=False):
-    with torch.set_grad_enabled(train_G):
-      G_z = self.generate(z, gy, train_G)
+  def forward(self, z, gy, x=None, dy=None, train_G=False, return_G_z=False, split_D=False,
+              G_z=None):
+    """D's outputs on G(z, gy) (or on G_z when given: fakes generated before, --reuse_fakes),
+    and with x on the reals too."""
+    if G_z is None:
+      with torch.set_grad_enabled(train_G):
+        G_z = self.generate(z, gy, train_G)
     D = self.discriminator(train_G)
     if split_D:
       D_fake = D(G_z, gy)

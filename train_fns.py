@@ -9,7 +9,8 @@ tensors (no host synchronisation; train.py reads them at log intervals).
 Additions to the original: --amp autocast with GradScalers (G.scaler, D.scaler), DDP gradient
 synchronisation only on the last micro-batch, --loss, --no_toggle_grads, and for small data
 --DiffAugment / --ada_target / --LeCam (augment.SmallData: D's inputs augmented by a pre-hook, the
-LeCam term in D's loss, ADA's p returned as ada_p).
+LeCam term in D's loss, ADA's p returned as ada_p), and --reuse_fakes (the G step scores the last D
+step's fakes instead of generating its own: one G forward pass less).
 """
 import contextlib
 import importlib
@@ -208,6 +209,7 @@ class GANStep(object):
     self.AC_weight = config.get('AC_weight', 0.0)
     self.ADC = config.get('AC_type', 'ac') == 'adc'
     self.AC_losses = {}
+    self.reuse_fakes, self.fakes = config.get('reuse_fakes', False), None
 
   def auxiliary(self, D_out, labels=None, key=None, role='real'):
     """D's adversarial column, and with --AC_weight the weighted loss of its class logits
@@ -272,16 +274,18 @@ class GANStep(object):
     """num_D_steps steps of num_D_accumulations micro-batches; returns the last one's losses."""
     D, z_, y_, config = self.D, self.z_, self.y_, self.config
     bs, accumulations, counter = config['batch_size'], config['num_D_accumulations'], 0
-    for _ in range(config['num_D_steps']):
+    for step in range(config['num_D_steps']):
       D.optim.zero_grad(set_to_none=True)
       for accumulation_index in range(accumulations):
         z_.sample_()
         y_.sample_()
         last = accumulation_index == accumulations - 1
+        fakes = (self.keep_fakes() if self.reuse_fakes and step == config['num_D_steps'] - 1
+                 else None)
         with _sync_unless(self.replicas.get('D'), last):
           with autocast(config, self.device):
             D_fake, D_real = self.GD(z_[:bs], y_[:bs], x[counter], y[counter], train_G=False,
-                                     split_D=config['split_D'])
+                                     split_D=config['split_D'], G_z=fakes)
           D_fake, AC_loss_fake = self.auxiliary(D_fake, y_[:bs], 'AC_loss_D_fake', 'fake')
           D_real, AC_loss = self.auxiliary(D_real, y[counter], 'AC_loss_real')
           D_loss_real, D_loss_fake = self.discriminator_loss(D_fake, D_real)
@@ -298,18 +302,30 @@ class GANStep(object):
       D.scaler.update()
     return D_loss_real, D_loss_fake
 
+  def keep_fakes(self):
+    """--reuse_fakes: the last D step's fakes, generated with G's graph (under DDP through G's
+    replica) and kept for the G step; D's step sees them detached."""
+    if self.config['toggle_grads']:
+      toggle_grad(self.G, True)
+    with autocast(self.config, self.device):
+      self.fakes = self.GD.generate(self.z_, self.y_, True)
+    return self.fakes.detach()
+
   def G_step(self):
-    """One G step of num_G_accumulations micro-batches; returns the last one's loss."""
+    """One G step of num_G_accumulations micro-batches; returns the last one's loss. With
+    --reuse_fakes it scores the kept fakes (z_ and y_ still hold their noise and classes)."""
     G, z_, y_, config = self.G, self.z_, self.y_, self.config
     G.optim.zero_grad(set_to_none=True)
     accumulations = config['num_G_accumulations']
     for accumulation_index in range(accumulations):
-      z_.sample_()
-      y_.sample_()
+      fakes, self.fakes = self.fakes, None
+      if fakes is None:
+        z_.sample_()
+        y_.sample_()
       last = accumulation_index == accumulations - 1
       with _sync_unless(self.replicas.get('G'), last):
         with autocast(config, self.device):
-          D_fake = self.GD(z_, y_, train_G=True, split_D=config['split_D'])
+          D_fake = self.GD(z_, y_, train_G=True, split_D=config['split_D'], G_z=fakes)
         D_fake, AC_loss = self.auxiliary(D_fake, y_, 'AC_loss_fake', 'G')
         G_loss = (self.generator_loss(D_fake) + AC_loss) / float(accumulations)
         G.scaler.scale(G_loss).backward()

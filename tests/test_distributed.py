@@ -145,8 +145,11 @@ def assert_close_dicts(a, b, rtol=1e-9, atol=1e-9):
     torch.testing.assert_close(a[k], b[k], rtol=rtol, atol=atol, msg=k)
 
 
-def test_training_step_on_two_ranks_equals_one_process_with_twice_the_batch(tmp_path):
-  flags = FLAGS
+@pytest.mark.parametrize('extra', ['', ' --reuse_fakes'])
+def test_training_step_on_two_ranks_equals_one_process_with_twice_the_batch(tmp_path, extra):
+  """With --reuse_fakes G's replica generates in the D step and is backpropagated in the G
+  step: DDP still averages G's gradients once, as one process with the whole batch."""
+  flags = FLAGS + extra
   ranks = run_ranks(tmp_path, flags, 'step')
   config = make_config(flags + ' --batch_size %d' % (2 * B))
   G, D = models(config)

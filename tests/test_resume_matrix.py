@@ -39,7 +39,7 @@ CASES = [
      '--use_ema --G_eval_mode --accumulate_stats --fused_optim',
      ('sampling', 2)),
     ('train-mode-G-parallel', '--parallel', ('step', 3)),
-    ('eval-mode-G', '--G_eval_mode', ('sampling', 2)),
+    ('eval-mode-G-reuse-fakes', '--G_eval_mode --reuse_fakes', ('sampling', 2)),
 ]
 
 

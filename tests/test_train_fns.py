@@ -216,3 +216,70 @@ def test_adc_classifier_tells_real_from_fake_classes_and_G_moves_fakes_to_the_re
   with pytest.raises(UserError, match='--AC_type adc sets the auxiliary classifier of '
                                       '--AC_weight, which is 0'):
     configuration.check_config(make_config('--AC_type adc'))
+
+
+# ---------------------------------------------------------------------------------------------
+# --reuse_fakes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_reuse_fakes_scores_the_last_D_steps_fakes_in_the_G_step():
+  """One iteration (2 D steps, AC on) with --reuse_fakes equals the same updates written out:
+  each D step on fresh fakes, then the G step on the second D step's fakes, through the D that
+  step left, with their classes; no noise is drawn for the G step."""
+  import copy
+  flags = ('--G_ch 4 --D_ch 4 --G_attn 0 --D_attn 0 --dim_z 8 --batch_size 3 --num_D_steps 2 '
+           '--G_shared --shared_dim 4 --AC_weight 0.5 --G_lr 1e-2 --D_lr 1e-2')
+  config = make_config(flags + ' --reuse_fakes')
+  torch.manual_seed(0)
+  G = BigGAN.Generator(**config).double()
+  D = BigGAN.Discriminator(**config).double()
+  G_ref, D_ref = copy.deepcopy(G), copy.deepcopy(D)
+  for net in (G, D, G_ref, D_ref):  # SGD: the update is the gradient itself
+    net.optim = torch.optim.SGD(net.parameters(), lr=0.1)
+  torch.manual_seed(1)
+  x, y = torch.rand(6, 3, 32, 32, dtype=torch.float64) * 2 - 1, torch.tensor([1, 7, 4, 0, 2, 9])
+  zs, ys = torch.randn(2, 3, 8, dtype=torch.float64), torch.randint(0, 10, (2, 3))
+  z_ = scripted(list(zs), torch.zeros(3, 8, dtype=torch.float64))
+  y_ = scripted(list(ys), torch.zeros(3, dtype=torch.long))
+  step = train_fns.GAN_training_function(G, D, BigGAN.G_D(G, D), z_, y_, None, {'itr': 1},
+                                         config)
+  metrics = step(x, y)
+  assert z_.queue == [] and y_.queue == []  # two draws: the D steps'
+  # Written out: hinge losses, AC cross-entropy of the reals for D and of the fakes for G.
+  ce = torch.nn.functional.cross_entropy
+  for i in range(2):
+    D_ref.optim.zero_grad()
+    with torch.no_grad() if i == 0 else torch.enable_grad():
+      fakes = G_ref(zs[i], G_ref.shared(ys[i]))
+    out = D_ref(torch.cat([fakes.detach(), x[3 * i:3 * i + 3]]), torch.cat([ys[i],
+                                                                           y[3 * i:3 * i + 3]]))
+    loss = (torch.relu(1 - out[3:, 0]).mean() + torch.relu(1 + out[:3, 0]).mean()
+            + 0.5 * ce(out[3:, 1:], y[3 * i:3 * i + 3]))
+    loss.backward()
+    D_ref.optim.step()
+  G_ref.optim.zero_grad()
+  out = D_ref(fakes, ys[1])
+  G_loss = -out[:, 0].mean() + 0.5 * ce(out[:, 1:], ys[1])
+  G_loss.backward()
+  D_ref.optim.zero_grad()  # the G step leaves D's weights alone
+  G_ref.optim.step()
+  # (the losses are taken in float32, as in the original: float32 agreement)
+  assert metrics['G_loss'].item() == pytest.approx(G_loss.item(), rel=1e-6)
+  for net, ref in ((G, G_ref), (D, D_ref)):
+    for (name, p), q in zip(net.named_parameters(), ref.parameters()):
+      torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-8, msg=name)
+    for (name, b), c in zip(net.named_buffers(), ref.buffers()):  # BN statistics, SN vectors
+      torch.testing.assert_close(b, c, rtol=1e-6, atol=1e-8, msg=name)
+
+
+@pytest.mark.parametrize('extra,message', [
+    ('--num_D_accumulations 2', 'needs --num_D_accumulations 1'),
+    ('--num_G_accumulations 2', 'needs --num_G_accumulations 1'),
+    ('--G_batch_size 8', 'G\'s batch to be --batch_size'),
+    ('--parallel', 'does not work with --parallel')])
+def test_reuse_fakes_refuses_what_it_cannot_do(extra, message):
+  config = make_config('--batch_size 4 --reuse_fakes ' + extra)
+  with pytest.raises(UserError, match=message) as e:
+    configuration.check_config(config)
+  assert '\n' not in str(e.value)
