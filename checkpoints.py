@@ -356,6 +356,19 @@ def newest_save(weights_root, experiment_name, flag='--resume', recover=True):
   return max(saves, key=order), saves
 
 
+def own_implementation(optimizer, state):
+  """An optimizer's file also holds the implementation it ran with (foreach, fused), and PyTorch's
+  load_state_dict takes it from there (with where it puts Adam's step counters: on the
+  parameters' device only when fused); the one this run built (--fused_optim) is kept instead."""
+  groups = state.get('param_groups') if isinstance(state, dict) else None
+  if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
+    return state  # load_state_dict says what does not fit
+  keys = ('foreach', 'fused')
+  return {**state, 'param_groups': [
+      {**saved, **{key: group[key] for key in keys if key in group}}
+      for saved, group in zip(groups, optimizer.param_groups)]}
+
+
 def load_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=None, G_ema=None,
                  strict=True, load_optim=True, recover=True, optional=()):
   """Load a set into the given models and state_dict (the original's signature and semantics:
@@ -376,15 +389,13 @@ def load_weights(G, D, state_dict, weights_root, experiment_name, name_suffix=No
     return safe_load(file_path(root, name, name_suffix), device)
 
   def load_into(target, name, strict=True, state=None):
-    # An optimizer's file also holds the implementation it ran with (foreach, fused): the one
-    # this run built (--fused_optim) is kept.
-    implementation = [{key: group[key] for key in ('foreach', 'fused') if key in group}
-                      for group in getattr(target, 'param_groups', [])]
+    state = read(name, target) if state is None else state
+    if isinstance(target, nn.Module):
+      load = functools.partial(target.load_state_dict, strict=strict)
+    else:
+      load, state = target.load_state_dict, own_implementation(target, state)
     try:
-      target.load_state_dict(read(name, target) if state is None else state,
-                             **({'strict': strict} if isinstance(target, nn.Module) else {}))
-      for group, keys in zip(getattr(target, 'param_groups', []), implementation):
-        group.update(keys)
+      load(state)
     except (RuntimeError, ValueError, KeyError) as e:
       raise UserError('%s does not fit the model built from these flags (%s); use the flags of '
                       'the run that wrote it' % (file_path(root, name, name_suffix),

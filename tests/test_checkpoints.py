@@ -345,3 +345,25 @@ def test_rng_state_round_trip(tmp_path):
   first = (random.random(), np.random.randn(3).tolist(), torch.rand(3).tolist())
   checkpoints.set_rng_state(torch.load(tmp_path / 'rng.pth', weights_only=True))
   assert (random.random(), np.random.randn(3).tolist(), torch.rand(3).tolist()) == first
+
+
+def test_an_optimizer_file_loads_with_this_runs_implementation():
+  """own_implementation: the file's foreach/fused give way to the optimizer's own (PyTorch would
+  take them, and place Adam's step counters, from the file); the file's dict is left alone, and
+  one whose groups do not fit passes unchanged, for load_state_dict to refuse."""
+  params = [torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(2))]
+  plain = torch.optim.Adam(params)
+  for p in params:
+    p.grad = torch.ones_like(p)
+  plain.step()
+  saved = plain.state_dict()
+  fused = torch.optim.Adam(params, fused=True)
+  patched = checkpoints.own_implementation(fused, saved)
+  assert patched['param_groups'][0]['fused'] is True
+  assert saved['param_groups'][0]['fused'] is None and patched['state'] is saved['state']
+  fused.load_state_dict(patched)
+  assert fused.param_groups[0]['fused'] is True and fused.state[params[0]]['step'] == 1
+  two_groups = torch.optim.Adam([{'params': params[:1]}, {'params': params[1:]}], fused=True)
+  assert checkpoints.own_implementation(two_groups, saved) is saved
+  with pytest.raises(ValueError):
+    two_groups.load_state_dict(checkpoints.own_implementation(two_groups, saved))

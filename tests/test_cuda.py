@@ -1,7 +1,8 @@
 """What only a CUDA GPU can check (`pytest -m cuda`; skipped without one; bench/gpu_report.sh runs
 them): --amp bf16 and fp16 (GradScaler) training, --channels_last, --compile, torchrun with one
 process on NCCL with and without --cross_replica, Inception metrics in training, evaluate.py and
-sample.py on the device, and save/resume on CUDA with what exactness holds there.
+sample.py on the device, save/resume on CUDA with what exactness holds there, and --fused_optim
+resuming a run saved without it.
 
 With BIGGAN_CUDA_REPORT=FILE set, the resume test appends its finding (bit-exact or the largest
 difference) to FILE as a Markdown line, for the GPU report."""
@@ -81,6 +82,19 @@ def test_channels_last_and_compile_train_like_eager(tmp_path):
   for name in ('cl', 'compile'):
     assert np.allclose(runs[name][0], runs['eager'][0], rtol=0.05, atol=1e-3), (name, runs)
     assert np.isfinite(runs[name]).all()
+
+
+@pytest.mark.parametrize('amp', ['', '--amp fp16'])
+def test_fused_optim_resumes_a_run_saved_without_it(tmp_path, amp):
+  """--fused_optim on CUDA, also under fp16's GradScaler, and --resume of a run saved with the
+  default Adam: the fused kernel needs Adam's step counters on the GPU, where PyTorch only puts
+  them when the file says fused."""
+  train.main(argv(tmp_path, '--num_iters 2 ' + amp))
+  train.main(argv(tmp_path, '--num_iters 4 --resume --fused_optim ' + amp))
+  state = checkpoints.safe_load(tmp_path / 'weights' / 'exp' / 'state_dict.pth')
+  assert state['itr'] == 4 and np.isfinite(losses(tmp_path)).all()
+  optim = checkpoints.safe_load(tmp_path / 'weights' / 'exp' / 'G_optim.pth')
+  assert optim['param_groups'][0]['fused'] is True
 
 
 @pytest.mark.parametrize('cross_replica', [False, True])
