@@ -210,9 +210,10 @@ def count_flops(fn):
 
 class ConvCalls(TorchDispatchMode):
   """Records the convolutions, forward and backward, that a piece of work runs (as aten calls
-  with their tensors' shapes, strides and dtypes); replay() runs them alone on fresh tensors of
-  the same layout. Its time is what the work would take if everything but its convolutions were
-  free, at the shapes it has: the most a faster rest of the code could give."""
+  with their tensors' shapes, strides and dtypes); replayer() gives a function that runs them
+  alone on fresh tensors of the same layouts (one tensor per shape, so they may sit warmer in
+  the caches than the work's). Its time is what the work would take if everything but its
+  convolutions were free, at the shapes it has: the most a faster rest of the code could give."""
   OPS = (torch.ops.aten.convolution.default, torch.ops.aten.mkldnn_convolution.default,
          torch.ops.aten.convolution_backward.default)
 

@@ -13,8 +13,10 @@
 # D step at learning rates 1e-3 (G) and 2e-3 (D) with Adam beta2 0.99 (second moments that follow
 # the quickly changing gradients of a short run), orthogonal init of G and D, an auxiliary
 # classifier in D (--AC_weight 1: a direct class signal), hierarchical z (--hier: a chunk of z in
-# each G block's conditional BN), EMA 0.99 from the start; README.md
-# ("Small datasets and modest hardware") has its measurements.
+# each G block's conditional BN), EMA 0.99 from the start, and less work per iteration: the G
+# step scores the D step's fakes (--reuse_fakes: one G forward pass less) and Adam runs as one
+# fused kernel (--fused_optim); README.md ("Small datasets and modest hardware") has its
+# measurements.
 # Extra flags are passed to train.py, e.g. `bash scripts/quickstart.sh --max_minutes 0` (all 7000
 # iterations, however long they take).
 # SIGTERM or Ctrl-C stops it cleanly: train.py saves a checkpoint first (then --resume goes on).
@@ -56,7 +58,7 @@ OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} run python train.py \
 --batch_size 16 --num_D_steps 1 --G_ch 8 --D_ch 8 --G_attn 0 --D_attn 0 \
 --G_shared --hier --shared_dim 32 --dim_z 64 --G_init ortho --D_init ortho --AC_weight 1 \
 --G_lr 1e-3 --D_lr 2e-3 --G_B2 0.99 --D_B2 0.99 \
---ema --use_ema --ema_start 0 --ema_decay 0.99 --G_eval_mode \
+--ema --use_ema --ema_start 0 --ema_decay 0.99 --G_eval_mode --reuse_fakes --fused_optim \
 --num_iters 7000 --max_minutes 4.5 --save_every 500 --test_every 1000000 --sv_log_interval 10 "$@"
 EXP=$(ls -t $ROOT/weights | grep -v '\.old-' | head -n 1)
 run python logs/plot_training.py $ROOT/logs/$EXP --out $ROOT/training.png
