@@ -844,7 +844,7 @@ def make_optimizer(params, config):
   if config.get('glow_optimizer', training_defaults['glow_optimizer']) == 'adamax':
     return torch.optim.Adamax(params, **optimizer_settings(config))
   return torch.optim.Adam(params, **optimizer_settings(config),
-                          **({'fused': True} if config.get('fused_optim') else {}))
+                          fused=config.get('fused_optim') or None)
 
 
 class Generator(Glow):

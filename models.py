@@ -105,8 +105,7 @@ class Model(nn.Module):
       return
     self.lr, self.B1, self.B2, self.adam_eps = self._optim_args
     self.optim = optim.Adam(params=self.parameters(), lr=self.lr, betas=(self.B1, self.B2),
-                            weight_decay=0, eps=self.adam_eps,
-                            **({'fused': True} if self._fused else {}))
+                            weight_decay=0, eps=self.adam_eps, fused=self._fused or None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import torch
 
 import BigGAN
 import BigGANdeep
+import checkpoints
 from conftest import DEEP, RELEASED, TINY, build_meta, make_config
 
 CIFAR = '--G_attn 0 --D_attn 0 --G_init N02 --D_init N02 --ema'
@@ -335,7 +336,6 @@ def test_fused_optim_takes_the_same_steps_and_survives_loading_a_plain_checkpoin
   """--fused_optim: Adam's fused kernel gives the default implementation's update up to float
   rounding, and a checkpoint written without it (its optimizer file records foreach/fused None)
   loads into a fused run without switching the run back."""
-  import checkpoints
   base = TINY + ' --G_lr 1e-3 --D_lr 1e-3'
   nets = {}
   for fused in (False, True):
